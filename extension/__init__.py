@@ -1,0 +1,1 @@
+"""sd-webui-hypernetworks: AUTOMATIC1111-compatible hypernetworks on diffusers."""
