@@ -225,6 +225,7 @@ class Hypernetwork:
         self.optimizer_name = None
         self.optimizer_state_dict = None
         self.optional_info = None
+        self.sha256: str | None = None  # of the file loaded or saved, when known
         self._shorthash: str | None = None
 
         validate_structure(self.layer_structure, self.dropout_structure, self.activation_func)
@@ -278,7 +279,8 @@ class Hypernetwork:
         if self._shorthash is None and self.filename and os.path.exists(self.filename):
             from .hypernetwork_file import sha256_file
 
-            self._shorthash = sha256_file(self.filename)[:10]
+            self.sha256 = sha256_file(self.filename)
+            self._shorthash = self.sha256[:10]
         return self._shorthash
 
     def save(self, filename, optimizer_state_dict=None) -> None:

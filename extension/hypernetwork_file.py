@@ -215,7 +215,7 @@ def load_hypernetwork_into(hn: Hypernetwork, path) -> Hypernetwork:
     state, sha256 = read_state(path)
     loaded = hypernetwork_from_state(state, path, name=hn.name)
     hn.__dict__.update(loaded.__dict__)
-    hn._shorthash = sha256[:10]
+    hn.sha256, hn._shorthash = sha256, sha256[:10]
     _read_optimizer_sidecar(hn, path)
     return hn
 
@@ -345,7 +345,8 @@ def save_hypernetwork(hn: Hypernetwork, path, optimizer_state_dict=None) -> None
     else:
         _atomic_write(path, lambda tmp: torch.save(state, tmp))
     hn.filename = str(path)
-    hn._shorthash = sha256_file(path)[:10]
+    hn.sha256 = sha256_file(path)
+    hn._shorthash = hn.sha256[:10]
     optimizer_state_dict = optimizer_state_dict or None
     if optimizer_state_dict is not None:
         sidecar = {"optimizer_name": hn.optimizer_name or "AdamW", "hash": hn._shorthash,
