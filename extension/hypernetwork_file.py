@@ -107,14 +107,16 @@ def _safetensors_to_state(data: bytes, path) -> dict:
         tensors = load_safetensors(data)
     except Exception as exc:
         raise HypernetworkError(f"the file is truncated or corrupt ({exc})", path) from exc
-    if metadata.get("format") != SAFETENSORS_FORMAT and not _looks_like_hypernetwork_keys(tensors):
+    if not _looks_like_hypernetwork_keys(tensors):
+        if metadata.get("format") == SAFETENSORS_FORMAT:
+            raise HypernetworkError("malformed tensor names (expected WIDTH.k.* and WIDTH.v.*)", path)
         raise _not_a_hypernetwork(tensors, path)
     state: dict[Any, Any] = _decode_metadata(metadata)
     pairs: dict[int, tuple[dict, dict]] = {}
     for key, tensor in tensors.items():
         dim, which, param = key.split(".", 2)
         pairs.setdefault(int(dim), ({}, {}))[0 if which == "k" else 1][param] = tensor
-    state.update(pairs)
+    state.update(sorted(pairs.items()))
     return state
 
 
