@@ -1,0 +1,321 @@
+"""txt2img the AUTOMATIC1111 way, on a diffusers pipeline, with hypernetworks per call.
+
+One call of :func:`txt2img` is one A1111 "Generate": ``n_iter`` batches of ``batch_size`` images, image
+``i`` seeded with ``seed + i``. What it does, in order:
+
+1. resolve the sampler and schedule type (:mod:`extension.samplers`);
+2. take the ``<hypernet:NAME:MULT>`` tags out of the prompt (:mod:`extension.prompt`), load the networks
+   (:class:`~extension.library.HypernetworkLibrary`), warn about networks that do not fit the model;
+3. encode prompt and negative prompt with A1111's emphasis, chunking and CLIP skip
+   (:mod:`extension.prompt_parser`) and pass the embeddings to the pipeline;
+4. draw each image's initial noise from its own CPU generator (same images on any device), run the
+   pipeline with the networks passed per call (``cross_attention_kwargs``), report progress and stop
+   between steps when ``interrupt`` is set;
+5. write A1111's infotext into each PNG's ``parameters`` chunk and save under
+   ``<outdir>/txt2img-images/YYYY-MM-DD/00000-<seed>.png``.
+
+Problems with tags, names, files and compatibility become ``messages`` in the result and the images are
+still made. Settings that cannot make an image (zero steps, a zero size) raise ``ValueError``.
+
+No global state: each call builds its own scheduler and pipeline view sharing the model's modules, so
+calls on different threads do not disturb one another (the hypernetwork processors are installed on the
+shared UNet once and are stateless).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import inspect
+import os
+import random
+import threading
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .attention import (KWARG, ActiveHypernetworks, attention_widths, compatibility_messages,
+                        install_hypernetwork_processors, move_hypernetworks_to)
+from .infotext import format_infotext, generation_parameters, hypernet_hashes, parse_infotext
+from .prompt import hypernetwork_requests, parse_prompt
+from .prompt_parser import encode
+from .samplers import DEFAULT_SAMPLER, build_scheduler, resolve_sampler
+
+MAX_SEED = 4294967294  # A1111 draws random seeds below this
+SIZE_STEP = 8
+OUTPUT_SUBDIR = "txt2img-images"
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclasses.dataclass
+class Txt2ImgRequest:
+    """The txt2img settings A1111 users know (A1111's defaults, sampler aside)."""
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    sampler_name: str = DEFAULT_SAMPLER
+    scheduler: str = "Automatic"  # A1111's "Schedule type"
+    steps: int = 20
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    seed: int = -1  # -1: random
+    batch_size: int = 1
+    n_iter: int = 1  # A1111's "Batch count"
+    clip_skip: int = 1  # 1 = last CLIP layer, 2 = penultimate (A1111's "Clip skip")
+
+    @classmethod
+    def from_infotext(cls, text: str, **overrides) -> "Txt2ImgRequest":
+        """The request an infotext describes (pasting it back); ``overrides`` set what it does not hold."""
+        fields = parse_infotext(text)
+        defaults = cls()
+        values = dict(
+            prompt=fields["Prompt"], negative_prompt=fields["Negative prompt"],
+            sampler_name=str(fields.get("Sampler", defaults.sampler_name)),
+            scheduler=str(fields.get("Schedule type", defaults.scheduler)),
+            steps=_as(int, fields.get("Steps"), defaults.steps),
+            cfg_scale=_as(float, fields.get("CFG scale"), defaults.cfg_scale),
+            width=_as(int, fields.get("Size-1"), defaults.width),
+            height=_as(int, fields.get("Size-2"), defaults.height),
+            seed=_as(int, fields.get("Seed"), defaults.seed),
+            clip_skip=_as(int, fields.get("Clip skip"), defaults.clip_skip),
+        )
+        values.update(overrides)
+        return cls(**values)
+
+
+def _as(kind, value, default):
+    try:
+        return kind(value) if value is not None else default
+    except (TypeError, ValueError):
+        return default
+
+
+@dataclasses.dataclass
+class Txt2ImgResult:
+    """Images and what goes with them, one entry per image; ``messages`` are for the user."""
+
+    images: list = dataclasses.field(default_factory=list)  # PIL images
+    infotexts: list[str] = dataclasses.field(default_factory=list)
+    seeds: list[int] = dataclasses.field(default_factory=list)
+    messages: list[str] = dataclasses.field(default_factory=list)
+    paths: list[Path] = dataclasses.field(default_factory=list)
+    request: Txt2ImgRequest | None = None  # as run: seed resolved, sampler/schedule normalised
+    hypernetworks: list[tuple[str, float]] = dataclasses.field(default_factory=list)  # applied, in order
+    interrupted: bool = False
+
+    @property
+    def info(self) -> str:
+        """The first image's infotext (what A1111 shows under the gallery)."""
+        return self.infotexts[0] if self.infotexts else ""
+
+
+def validate(request: Txt2ImgRequest) -> tuple[Txt2ImgRequest, list[str]]:
+    """Check numbers; round width and height down to multiples of 8 (with a message)."""
+    messages = []
+    if int(request.steps) < 1:
+        raise ValueError(f"steps must be at least 1, got {request.steps}")
+    if int(request.batch_size) < 1 or int(request.n_iter) < 1:
+        raise ValueError(f"batch size and batch count must be at least 1, got {request.batch_size} and {request.n_iter}")
+    if int(request.clip_skip) < 1:
+        raise ValueError(f"clip skip must be at least 1, got {request.clip_skip}")
+    sizes = {}
+    for field in ("width", "height"):
+        value = int(getattr(request, field))
+        rounded = value - value % SIZE_STEP
+        if rounded < SIZE_STEP:
+            raise ValueError(f"{field} must be at least {SIZE_STEP}, got {value}")
+        if rounded != value:
+            messages.append(f"{field.capitalize()} {value} is not a multiple of {SIZE_STEP}; using {rounded}.")
+        sizes[field] = rounded
+    return dataclasses.replace(request, steps=int(request.steps), cfg_scale=float(request.cfg_scale),
+                               batch_size=int(request.batch_size), n_iter=int(request.n_iter),
+                               clip_skip=int(request.clip_skip), seed=int(request.seed), **sizes), messages
+
+
+def resolve_seed(seed: int) -> int:
+    """A1111: -1 (or any negative) means a random seed."""
+    return int(seed) if int(seed) >= 0 else random.SystemRandom().randrange(MAX_SEED)
+
+
+def pipeline_view(pipe, scheduler):
+    """A new pipeline object sharing ``pipe``'s modules, with its own scheduler and per-call state.
+
+    A diffusers pipeline keeps per-call state on itself, so concurrent calls need one view each.
+    """
+    params = inspect.signature(type(pipe).__init__).parameters
+    kwargs = {name: module for name, module in pipe.components.items() if name in params}
+    kwargs["scheduler"] = scheduler
+    for name in params:
+        if name not in kwargs and name in pipe.config and not name.startswith("_"):
+            kwargs[name] = pipe.config[name]
+    if "requires_safety_checker" in params:
+        kwargs["requires_safety_checker"] = getattr(pipe, "safety_checker", None) is not None
+    if "add_watermarker" in params:
+        kwargs["add_watermarker"] = getattr(pipe, "watermark", None) is not None
+    view = type(pipe)(**kwargs)
+    view.set_progress_bar_config(disable=True)
+    return view
+
+
+def initial_noise(pipe, seeds: list[int], width: int, height: int) -> tuple[torch.Tensor, list[torch.Generator]]:
+    """Each image's starting latents from its own CPU generator seeded with its seed (A1111 "RNG: CPU").
+
+    The generators are returned too: ancestral and SDE samplers keep drawing each image's noise from them.
+    """
+    channels = pipe.unet.config.in_channels
+    factor = pipe.vae_scale_factor
+    shape = (channels, height // factor, width // factor)
+    generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
+    latents = torch.stack([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])
+    return latents, generators
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedHypernetwork:
+    """A network a prompt tag asked for: the name as written in the tag, the loaded network, its multiplier."""
+
+    name: str
+    network: object  # extension.hypernetwork.Hypernetwork
+    multiplier: float
+
+
+def resolve_hypernetworks(prompt: str, model, library) -> tuple[str, list[ResolvedHypernetwork], list[str]]:
+    """``(prompt for the text encoder, networks in prompt order, messages)`` for a prompt and a model."""
+    cleaned, tags = parse_prompt(prompt)
+    requests, messages = hypernetwork_requests(tags)
+    resolved: list[ResolvedHypernetwork] = []
+    if requests and library is None:
+        messages.append("No hypernetworks folder is set; <hypernet:...> tags were ignored.")
+        requests = []
+    for request in requests:
+        networks, resolve_messages = library.resolve([request])
+        messages.extend(resolve_messages)
+        resolved.extend(ResolvedHypernetwork(request.name, hn, multiplier) for hn, multiplier in networks)
+    widths = attention_widths(model.pipe)
+    for seen, entry in enumerate(resolved):
+        if any(other.network is entry.network for other in resolved[:seen]):
+            continue
+        messages.extend(compatibility_messages(entry.network, widths, checkpoint_name=getattr(model, "name", None),
+                                               checkpoint_hash=getattr(model, "shorthash", None)))
+    return cleaned, resolved, messages
+
+
+def next_sequence_number(directory: Path) -> int:
+    """A1111's ``get_next_sequence_number``: one more than the largest leading number of a file name."""
+    result = -1
+    if directory.is_dir():
+        for name in os.listdir(directory):
+            try:
+                result = max(int(os.path.splitext(name)[0].split("-")[0]), result)
+            except ValueError:
+                pass
+    return result + 1
+
+
+def save_png(image, directory: Path, seed: int, infotext: str) -> Path:
+    """Save as ``NNNNN-<seed>.png`` with the infotext in the ``parameters`` chunk; never overwrites."""
+    from PIL.PngImagePlugin import PngInfo
+
+    directory.mkdir(parents=True, exist_ok=True)
+    pnginfo = PngInfo()
+    pnginfo.add_text("parameters", infotext)
+    number = next_sequence_number(directory)
+    while True:
+        path = directory / f"{number:05}-{seed}.png"
+        try:
+            with open(path, "xb") as handle:
+                image.save(handle, format="PNG", pnginfo=pnginfo)
+            return path
+        except FileExistsError:  # another generation took the number meanwhile
+            number += 1
+
+
+def output_directory(outdir: Path, when: datetime.date | None = None) -> Path:
+    return Path(outdir) / OUTPUT_SUBDIR / (when or datetime.date.today()).isoformat()
+
+
+def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = None,
+            progress: ProgressCallback | None = None, interrupt: threading.Event | None = None) -> Txt2ImgResult:
+    """Generate images for ``request`` with ``model`` (a :class:`~extension.models.LoadedModel`).
+
+    ``library`` (a :class:`~extension.library.HypernetworkLibrary`, or None) resolves ``<hypernet:...>``
+    tags. ``progress(step, total)`` is called after every sampling step, counting over all batches.
+    ``interrupt``: once set, sampling stops after the current step; the images of the current batch are
+    decoded from where they got to (as in A1111) and later batches are skipped. Images are saved only when
+    ``outdir`` is given.
+    """
+    request, messages = validate(request)
+    choice = resolve_sampler(request.sampler_name, request.scheduler)
+    messages.extend(choice.messages)
+    request = dataclasses.replace(request, seed=resolve_seed(request.seed), sampler_name=choice.sampler.name,
+                                  scheduler=choice.schedule.label)
+    pipe = model.pipe
+    architecture = getattr(model, "architecture", None)
+    if request.clip_skip > 1 and architecture in ("sd2", "sd2-v", "sdxl"):
+        messages.append(f"Clip skip is ignored by {architecture} models, as in AUTOMATIC1111.")
+
+    text, resolved, network_messages = resolve_hypernetworks(request.prompt, model, library)
+    messages.extend(network_messages)
+    networks = [(entry.network, entry.multiplier) for entry in resolved]
+    active = ActiveHypernetworks(networks)
+    cross_attention_kwargs = None
+    if active:
+        move_hypernetworks_to(networks, pipe)
+        install_hypernetwork_processors(pipe)
+        cross_attention_kwargs = {KWARG: active}
+
+    conditioning = encode(pipe, text, request.negative_prompt, clip_skip=request.clip_skip,
+                          architecture=architecture)
+    hashes = hypernet_hashes((entry.name, entry.network.shorthash()) for entry in resolved)
+    result = Txt2ImgResult(messages=messages, request=request,
+                           hypernetworks=[(entry.name, entry.multiplier) for entry in resolved])
+    directory = output_directory(outdir) if outdir is not None else None
+    seeds = [request.seed + i for i in range(request.n_iter * request.batch_size)]
+    done = 0
+
+    for batch in range(request.n_iter):
+        if interrupt is not None and interrupt.is_set():
+            result.interrupted = True
+            break
+        batch_seeds = seeds[batch * request.batch_size:(batch + 1) * request.batch_size]
+        view = pipeline_view(pipe, build_scheduler(choice, pipe.scheduler.config, seeds=batch_seeds))
+        latents, generators = initial_noise(pipe, batch_seeds, request.width, request.height)
+
+        def on_step_end(p, step, timestep, callback_kwargs, batch=batch):
+            nonlocal done
+            done = batch * p.num_timesteps + step + 1
+            if progress is not None:
+                progress(done, p.num_timesteps * request.n_iter)
+            if interrupt is not None and interrupt.is_set():
+                p._interrupt = True
+            return callback_kwargs
+
+        output = view(
+            **conditioning.pipeline_kwargs(len(batch_seeds)),
+            num_inference_steps=request.steps, guidance_scale=request.cfg_scale,
+            width=request.width, height=request.height,
+            latents=latents.to(device=view.unet.device, dtype=view.unet.dtype), generator=generators,
+            cross_attention_kwargs=cross_attention_kwargs, callback_on_step_end=on_step_end, output_type="pil",
+        )
+        for image, seed in zip(output.images, batch_seeds):
+            params = generation_parameters(
+                steps=request.steps, sampler=choice.sampler.name, schedule_type=choice.schedule.label,
+                cfg_scale=request.cfg_scale, seed=seed, width=request.width, height=request.height,
+                model_hash=getattr(model, "shorthash", None), model_name=getattr(model, "name", None),
+                clip_skip=request.clip_skip, rng="CPU", hypernet_hashes=hashes)
+            infotext = format_infotext(request.prompt, request.negative_prompt, params)
+            result.images.append(image)
+            result.infotexts.append(infotext)
+            result.seeds.append(seed)
+            if directory is not None:
+                result.paths.append(save_png(image, directory, seed, infotext))
+        if view.interrupt:
+            result.interrupted = True
+            break
+
+    if result.interrupted:
+        messages.append(f"Interrupted: {len(result.images)} of {len(seeds)} images made"
+                        f"{' (the last batch unfinished)' if result.images else ''}.")
+    return result

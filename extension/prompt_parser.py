@@ -1,0 +1,359 @@
+"""AUTOMATIC1111's prompt conditioning: emphasis, 75-token chunks, CLIP skip -> text embeddings.
+
+What A1111 does, and so what this does:
+
+- ``(word)`` multiplies the attention weight of its tokens by 1.1, ``[word]`` by 1/1.1, ``(word:1.3)`` by
+  1.3; brackets nest and multiply; ``\\(`` etc. are literal; unbalanced brackets apply to the end.
+  ``BREAK`` ends the current chunk.
+- The prompt is tokenized (no BOS/EOS) and cut into chunks of 75 tokens; each chunk becomes
+  ``BOS + 75 tokens (EOS-padded) + EOS`` = 77 tokens. When a chunk fills up, text after its last comma
+  (if that comma is within the last 20 tokens) moves to the next chunk. Chunks are encoded separately and
+  concatenated along the token axis, so a 100-token prompt gives 154 embeddings.
+- Emphasis ("Original"): the encoder's hidden states are multiplied by their tokens' weights, then rescaled
+  so that the chunk's mean is what it was before.
+- CLIP skip ``n`` (A1111 semantics, 1 = last layer): hidden states of layer ``-n``, then the final layer norm.
+  SD 2.x ignores it and SDXL uses the penultimate layer without the norm, as A1111 does.
+- Negative and positive conditionings of different lengths are padded with the encoding of the empty
+  prompt (A1111's "pad prompt/negative prompt to be same length"), since diffusers batches them together.
+
+Prompt-editing syntax (``[a:b:0.5]``, ``[a|b]``) and textual-inversion embeddings are not handled.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Sequence
+
+import torch
+
+ROUND_BRACKET_MULTIPLIER = 1.1
+SQUARE_BRACKET_MULTIPLIER = 1 / 1.1
+COMMA_PADDING_BACKTRACK = 20  # A1111's default "comma_padding_backtrack"
+
+_RE_ATTENTION = re.compile(r"""
+\\\(|
+\\\)|
+\\\[|
+\\]|
+\\\\|
+\\|
+\(|
+\[|
+:\s*([+-]?[.\d]+)\s*\)|
+\)|
+]|
+[^\\()\[\]:]+|
+:
+""", re.X)
+_RE_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
+BREAK = ("BREAK", -1.0)
+
+
+def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
+    """A1111's ``parse_prompt_attention``: ``[(text, weight), ...]`` with runs of equal weight merged.
+
+    >>> parse_prompt_attention('an (important) word')
+    [('an ', 1.0), ('important', 1.1), (' word', 1.0)]
+    >>> parse_prompt_attention(r'\\(literal\\]')
+    [('(literal]', 1.0)]
+
+    ``("BREAK", -1.0)`` entries mark chunk breaks.
+    """
+    res: list[list] = []
+    round_brackets: list[int] = []
+    square_brackets: list[int] = []
+
+    def multiply_range(start: int, multiplier: float) -> None:
+        for p in range(start, len(res)):
+            res[p][1] *= multiplier
+
+    for match in _RE_ATTENTION.finditer(text):
+        piece = match.group(0)
+        weight = match.group(1)
+        if piece.startswith("\\"):
+            res.append([piece[1:], 1.0])
+        elif piece == "(":
+            round_brackets.append(len(res))
+        elif piece == "[":
+            square_brackets.append(len(res))
+        elif weight is not None and round_brackets:
+            multiply_range(round_brackets.pop(), float(weight))
+        elif piece == ")" and round_brackets:
+            multiply_range(round_brackets.pop(), ROUND_BRACKET_MULTIPLIER)
+        elif piece == "]" and square_brackets:
+            multiply_range(square_brackets.pop(), SQUARE_BRACKET_MULTIPLIER)
+        else:
+            for i, part in enumerate(_RE_BREAK.split(piece)):
+                if i > 0:
+                    res.append(list(BREAK))
+                res.append([part, 1.0])
+
+    for pos in round_brackets:
+        multiply_range(pos, ROUND_BRACKET_MULTIPLIER)
+    for pos in square_brackets:
+        multiply_range(pos, SQUARE_BRACKET_MULTIPLIER)
+
+    if not res:
+        res = [["", 1.0]]
+
+    i = 0
+    while i + 1 < len(res):
+        if res[i][1] == res[i + 1][1]:
+            res[i][0] += res[i + 1][0]
+            res.pop(i + 1)
+        else:
+            i += 1
+    return [(piece, float(weight)) for piece, weight in res]
+
+
+@dataclasses.dataclass
+class PromptChunk:
+    """77 token ids (BOS + 75 + EOS) and one weight per token."""
+
+    tokens: list[int] = dataclasses.field(default_factory=list)
+    multipliers: list[float] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerSpec:
+    """The token ids chunking needs, read from a CLIP tokenizer."""
+
+    id_start: int
+    id_end: int
+    id_pad: int
+    comma_token: int | None
+    chunk_length: int = 75
+
+    @classmethod
+    def of(cls, tokenizer) -> "TokenizerSpec":
+        id_end = tokenizer.eos_token_id
+        id_pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else id_end
+        return cls(id_start=tokenizer.bos_token_id, id_end=id_end, id_pad=id_pad,
+                   comma_token=tokenizer.get_vocab().get(",</w>"),
+                   chunk_length=int(getattr(tokenizer, "model_max_length", 77) or 77) - 2)
+
+
+def tokenize_prompt(tokenizer, text: str, *, comma_padding_backtrack: int = COMMA_PADDING_BACKTRACK
+                    ) -> tuple[list[PromptChunk], int]:
+    """A1111's ``tokenize_line``: ``(chunks, token count)``; every chunk holds 77 ids and weights."""
+    spec = TokenizerSpec.of(tokenizer)
+    parsed = parse_prompt_attention(text)
+    tokenized = tokenizer([piece for piece, _ in parsed], truncation=False, add_special_tokens=False)["input_ids"]
+
+    chunks: list[PromptChunk] = []
+    chunk = PromptChunk()
+    token_count = 0
+    last_comma = -1
+
+    def next_chunk(is_last: bool = False) -> None:
+        nonlocal token_count, last_comma, chunk
+        token_count += len(chunk.tokens) if is_last else spec.chunk_length
+        to_add = spec.chunk_length - len(chunk.tokens)
+        if to_add > 0:
+            chunk.tokens += [spec.id_end] * to_add
+            chunk.multipliers += [1.0] * to_add
+        chunk.tokens = [spec.id_start] + chunk.tokens + [spec.id_end]
+        chunk.multipliers = [1.0] + chunk.multipliers + [1.0]
+        last_comma = -1
+        chunks.append(chunk)
+        chunk = PromptChunk()
+
+    for tokens, (piece, weight) in zip(tokenized, parsed):
+        if (piece, weight) == BREAK:
+            next_chunk()
+            continue
+        for token in tokens:
+            if token == spec.comma_token:
+                last_comma = len(chunk.tokens)
+            elif (comma_padding_backtrack != 0 and len(chunk.tokens) == spec.chunk_length and last_comma != -1
+                  and len(chunk.tokens) - last_comma <= comma_padding_backtrack):
+                break_location = last_comma + 1
+                reloc_tokens = chunk.tokens[break_location:]
+                reloc_mults = chunk.multipliers[break_location:]
+                chunk.tokens = chunk.tokens[:break_location]
+                chunk.multipliers = chunk.multipliers[:break_location]
+                next_chunk()
+                chunk.tokens = reloc_tokens
+                chunk.multipliers = reloc_mults
+            if len(chunk.tokens) == spec.chunk_length:
+                next_chunk()
+            chunk.tokens.append(token)
+            chunk.multipliers.append(weight)
+
+    if chunk.tokens or not chunks:
+        next_chunk(is_last=True)
+    return chunks, token_count
+
+
+def _pad_after_end(tokens: list[int], spec: TokenizerSpec) -> list[int]:
+    """SD 2.x / SDXL's second encoder pad with a token other than EOS: replace ids after the first EOS."""
+    if spec.id_pad == spec.id_end:
+        return tokens
+    index = tokens.index(spec.id_end)
+    return tokens[: index + 1] + [spec.id_pad] * (len(tokens) - index - 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderLayer:
+    """Which hidden state an encoder hands to the UNet.
+
+    ``skip``: A1111's CLIP skip (1 = last layer, 2 = penultimate, ...); ``final_norm``: apply the final layer
+    norm to a hidden state taken before the last layer (SD 1.x does, SDXL does not).
+    """
+
+    skip: int = 1
+    final_norm: bool = True
+
+
+def _final_layer_norm(text_encoder):
+    # transformers 5: CLIPTextModel *is* the text transformer; older versions nest it in ``.text_model``.
+    return getattr(text_encoder, "text_model", text_encoder).final_layer_norm
+
+
+@torch.no_grad()
+def encode_chunks(text_encoder, tokenizer, chunks: Sequence[PromptChunk], layer: EncoderLayer = EncoderLayer()
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Encode chunks (one forward pass for all), apply emphasis per chunk, concatenate.
+
+    Returns ``(embeddings [1, 77 * len(chunks), dim], pooled of the first chunk or None)``; ``pooled`` is
+    the projected text embedding when the encoder has a projection (SDXL's second encoder).
+    """
+    spec = TokenizerSpec.of(tokenizer)
+    device = text_encoder.device
+    ids = torch.tensor([_pad_after_end(c.tokens, spec) for c in chunks], dtype=torch.long, device=device)
+    out = text_encoder(ids, output_hidden_states=True)
+    num_layers = len(out.hidden_states) - 1
+    skip = max(1, min(int(layer.skip), num_layers))
+    if skip == 1 and layer.final_norm:
+        z = out.last_hidden_state
+    else:
+        z = out.hidden_states[-skip]
+        if layer.final_norm:
+            z = _final_layer_norm(text_encoder)(z)
+    pooled = getattr(out, "text_embeds", None)
+    pooled = pooled[:1] if pooled is not None else None
+
+    multipliers = torch.tensor([c.multipliers for c in chunks], dtype=z.dtype, device=device)
+    if bool((multipliers != 1).any()):
+        z = apply_emphasis(z, multipliers)
+    return z.reshape(1, -1, z.shape[-1]), pooled
+
+
+def apply_emphasis(z: torch.Tensor, multipliers: torch.Tensor) -> torch.Tensor:
+    """A1111's "Original" emphasis on ``z [chunks, 77, dim]``: scale by weights, restore each chunk's mean.
+
+    One guard A1111 lacks: when a chunk's mean is numerically zero (an untrained encoder whose final layer
+    norm has no bias), the mean cannot be restored and only the weights are applied.
+    """
+    original_mean = z.float().mean(dim=(1, 2), keepdim=True)
+    weighted = z * multipliers.unsqueeze(-1)
+    new_mean = weighted.float().mean(dim=(1, 2), keepdim=True)
+    scale = z.float().abs().mean(dim=(1, 2), keepdim=True)
+    degenerate = (original_mean.abs() <= 1e-4 * scale) | (new_mean.abs() <= 1e-4 * scale)
+    ratio = torch.where(degenerate, torch.ones_like(new_mean), original_mean / new_mean)
+    return weighted * ratio.to(z.dtype)
+
+
+def encode_prompt(text_encoder, tokenizer, text: str, layer: EncoderLayer = EncoderLayer()
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(embeddings [1, 77 * chunks, dim], pooled or None)`` for one prompt, the A1111 way."""
+    chunks, _ = tokenize_prompt(tokenizer, text)
+    return encode_chunks(text_encoder, tokenizer, chunks, layer)
+
+
+def count_tokens(tokenizer, text: str) -> tuple[int, int]:
+    """``(tokens used, token limit before the next chunk)``, as A1111's token counter shows."""
+    chunks, token_count = tokenize_prompt(tokenizer, text)
+    spec = TokenizerSpec.of(tokenizer)
+    return token_count, max(len(chunks), 1) * spec.chunk_length
+
+
+def pad_to_same_length(cond: torch.Tensor, uncond: torch.Tensor, empty: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad the shorter conditioning with repeats of the empty prompt's 77-token encoding."""
+    def padded(z: torch.Tensor, length: int) -> torch.Tensor:
+        missing = (length - z.shape[1]) // empty.shape[1]
+        if missing <= 0:
+            return z
+        return torch.cat([z, empty.to(z.dtype).expand(z.shape[0], -1, -1).repeat(1, missing, 1)], dim=1)
+
+    length = max(cond.shape[1], uncond.shape[1])
+    return padded(cond, length), padded(uncond, length)
+
+
+@dataclasses.dataclass
+class Conditioning:
+    """What a pipeline call takes: ``prompt_embeds`` etc., batch 1 (the caller repeats them)."""
+
+    prompt_embeds: torch.Tensor
+    negative_prompt_embeds: torch.Tensor
+    pooled_prompt_embeds: torch.Tensor | None = None
+    negative_pooled_prompt_embeds: torch.Tensor | None = None
+
+    def pipeline_kwargs(self, batch_size: int) -> dict:
+        def rep(t):
+            return None if t is None else t.repeat(batch_size, *([1] * (t.dim() - 1)))
+
+        kwargs = {"prompt_embeds": rep(self.prompt_embeds), "negative_prompt_embeds": rep(self.negative_prompt_embeds)}
+        if self.pooled_prompt_embeds is not None:
+            kwargs["pooled_prompt_embeds"] = rep(self.pooled_prompt_embeds)
+            kwargs["negative_pooled_prompt_embeds"] = rep(self.negative_pooled_prompt_embeds)
+        return kwargs
+
+
+def is_sdxl(pipe) -> bool:
+    return getattr(pipe, "text_encoder_2", None) is not None and getattr(pipe, "tokenizer_2", None) is not None
+
+
+def sd_layer(architecture: str | None, clip_skip: int) -> EncoderLayer:
+    """SD 1.x follows CLIP skip; SD 2.x ignores it in A1111 (its converted encoder already ends at the
+    penultimate OpenCLIP layer)."""
+    if architecture in ("sd2", "sd2-v"):
+        return EncoderLayer(skip=1)
+    return EncoderLayer(skip=clip_skip)
+
+
+@torch.no_grad()
+def encode_sd(pipe, prompt: str, negative_prompt: str, *, clip_skip: int = 1,
+              architecture: str | None = None) -> Conditioning:
+    """SD 1.x / 2.x conditioning for one prompt and its negative prompt."""
+    layer = sd_layer(architecture, clip_skip)
+    cond, _ = encode_prompt(pipe.text_encoder, pipe.tokenizer, prompt, layer)
+    uncond, _ = encode_prompt(pipe.text_encoder, pipe.tokenizer, negative_prompt, layer)
+    if cond.shape[1] != uncond.shape[1]:
+        empty, _ = encode_prompt(pipe.text_encoder, pipe.tokenizer, "", layer)
+        cond, uncond = pad_to_same_length(cond, uncond, empty)
+    return Conditioning(cond, uncond)
+
+
+@torch.no_grad()
+def _encode_sdxl_one(pipe, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+    penultimate = EncoderLayer(skip=2, final_norm=False)
+    z1, _ = encode_prompt(pipe.text_encoder, pipe.tokenizer, text, penultimate)
+    z2, pooled = encode_prompt(pipe.text_encoder_2, pipe.tokenizer_2, text, penultimate)
+    return torch.cat([z1, z2.to(z1.dtype)], dim=-1), pooled
+
+
+@torch.no_grad()
+def encode_sdxl(pipe, prompt: str, negative_prompt: str) -> Conditioning:
+    """SDXL conditioning: both encoders' penultimate layers side by side, pooled from the second.
+
+    As A1111: CLIP skip is ignored, and an empty negative prompt is all zeros (embeddings and pooled).
+    """
+    cond, pooled = _encode_sdxl_one(pipe, prompt)
+    if negative_prompt == "":
+        uncond, pooled_uncond = torch.zeros_like(cond), torch.zeros_like(pooled)
+    else:
+        uncond, pooled_uncond = _encode_sdxl_one(pipe, negative_prompt)
+    if cond.shape[1] != uncond.shape[1]:
+        empty, _ = _encode_sdxl_one(pipe, "")
+        cond, uncond = pad_to_same_length(cond, uncond, empty)
+    return Conditioning(cond, uncond, pooled, pooled_uncond)
+
+
+def encode(pipe, prompt: str, negative_prompt: str, *, clip_skip: int = 1,
+           architecture: str | None = None) -> Conditioning:
+    """Conditioning for ``pipe``'s family (SDXL when it has two text encoders, else SD 1.x / 2.x)."""
+    if is_sdxl(pipe):
+        return encode_sdxl(pipe, prompt, negative_prompt)
+    return encode_sd(pipe, prompt, negative_prompt, clip_skip=clip_skip, architecture=architecture)
