@@ -373,3 +373,27 @@ def test_sdxl_txt2img_with_a_hypernetwork(sdxl_model, tmp_path):
     assert base.messages == [] and same_images(base, zero) and not same_images(base, tagged)
     partial = txt2img(request("a cat <hypernet:sd1ish>"), sdxl_model, library)
     assert any("only its modules for [48]" in m for m in partial.messages)
+
+
+# -- command line ---------------------------------------------------------------------------------------------
+def test_generate_command_line(tmp_path, capsys):
+    from extension.generate_cli import main
+
+    root = tmp_path / "hn"
+    root.mkdir()
+    make_hypernetwork("style", ATTENTION_WIDTHS, seed=1).save(root / "style.pt")
+    status = main(["--generate", "a red circle <hypernet:style:0.5> <hypernet:nosuch>", "--negative", "blurry",
+                   "--steps", "2", "--seed", "3", "--batch-size", "2", "--sampler", "DPM++ 2M", "--scheduler", "Karras",
+                   "--ckpt-dir", str(tmp_path / "empty"), "--hypernetwork-dir", str(root),
+                   "--outdir", str(tmp_path / "out"), "--device", "cpu"])
+    out, err = capsys.readouterr()
+    assert status == 0
+    paths = out.split()
+    assert [os.path.basename(p) for p in paths] == ["00000-3.png", "00001-4.png"]
+    with Image.open(paths[1]) as image:
+        assert image.size == (32, 32)
+        infotext = image.info["parameters"]
+    assert infotext.startswith("a red circle <hypernet:style:0.5> <hypernet:nosuch>\nNegative prompt: blurry\n")
+    assert "Steps: 2, Sampler: DPM++ 2M, Schedule type: Automatic, CFG scale: 7, Seed: 4, Size: 32x32" in infotext
+    assert "nosuch" in err
+    assert main(["--generate", "x", "--ckpt", "missing", "--ckpt-dir", str(tmp_path / "empty")]) == 2
