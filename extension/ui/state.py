@@ -1,0 +1,347 @@
+"""The app's state: one object made at start and handed to every script callback and UI handler.
+
+Everything that changes while the server runs lives here (the models folder, the model manager, the
+settings, the device lock and the job in progress); nothing lives at module level.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ..library import HypernetworkLibrary
+from .callbacks import Callbacks, GenerateHook, SettingSpec, load_scripts
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+@dataclasses.dataclass
+class ServeOptions:
+    """What ``serve`` and ``build_state`` read; an ``argparse.Namespace`` with (some of) these names works too."""
+
+    listen: bool = False
+    port: int = 7860
+    gradio_auth: str | None = None
+    gradio_auth_path: Path | None = None
+    hypernetwork_dir: Path = ROOT / "models" / "hypernetworks"
+    ckpt_dir: Path = ROOT / "models" / "Stable-diffusion"
+    ckpt: str | None = None
+    device: str | None = None
+    precision: str | None = None
+    outdir: Path = ROOT / "outputs"
+    ui_settings_file: Path | None = ROOT / "config.json"
+    scripts_dir: Path = ROOT / "scripts"
+    javascript_dir: Path = ROOT / "javascript"
+    style_css: Path = ROOT / "style.css"
+    # Use the random-weight demo model even when the trained one exists (tests; also $SD_WEBUI_DEMO_RANDOM=1).
+    demo_random: bool = False
+
+    @classmethod
+    def from_namespace(cls, options: Any) -> "ServeOptions":
+        if isinstance(options, cls):
+            return options
+        values = {}
+        for field in dataclasses.fields(cls):
+            if hasattr(options, field.name) and getattr(options, field.name) is not None:
+                values[field.name] = getattr(options, field.name)
+        if getattr(options, "precision", None) == "auto":
+            values["precision"] = None
+        return cls(**values)
+
+
+class Settings:
+    """AUTOMATIC1111-style options: ``key -> value`` with registered defaults, saved as JSON when a path is given.
+
+    Unknown keys found in the file are kept (another version or extension may own them).
+    """
+
+    def __init__(self, path: Path | None = None):
+        self.path = Path(path) if path else None
+        self.specs: dict[str, SettingSpec] = {}
+        self._values: dict[str, Any] = {}
+        self._lock = threading.RLock()
+        if self.path and self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+                if isinstance(data, dict):
+                    self._values.update(data)
+            except (OSError, json.JSONDecodeError) as exc:
+                log.warning("settings file %s could not be read (%s); using defaults", self.path, exc)
+
+    def register(self, spec: SettingSpec) -> None:
+        with self._lock:
+            self.specs[spec.key] = spec
+            if spec.key in self._values:
+                try:
+                    self._values[spec.key] = spec.coerce(self._values[spec.key])
+                except ValueError:
+                    self._values[spec.key] = spec.default
+
+    def get(self, key: str, default: Any = None) -> Any:
+        with self._lock:
+            if key in self._values:
+                return self._values[key]
+            spec = self.specs.get(key)
+            return spec.default if spec is not None else default
+
+    def set(self, key: str, value: Any) -> None:
+        self.update({key: value})
+
+    def update(self, values: dict[str, Any], save: bool = True) -> list[str]:
+        """Set several values (coerced to their types); raises ``ValueError`` before changing anything.
+
+        Returns the keys whose value changed.
+        """
+        with self._lock:
+            coerced = {key: (self.specs[key].coerce(value) if key in self.specs else value)
+                       for key, value in values.items()}
+            changed = [key for key, value in coerced.items() if self.get(key) != value]
+            self._values.update(coerced)
+            if save and changed:
+                self.save()
+            return changed
+
+    def as_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {**{key: spec.default for key, spec in self.specs.items()}, **self._values}
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        with self._lock:
+            data = json.dumps(self.as_dict(), indent=2, sort_keys=True, default=str)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(data, encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
+@dataclasses.dataclass
+class JobStatus:
+    """The generation in progress (AUTOMATIC1111's ``shared.state``, reduced), for progress displays and APIs."""
+
+    job: str = ""
+    job_no: int = 0
+    job_count: int = 0
+    sampling_step: int = 0
+    sampling_steps: int = 0
+    started: float = 0.0
+    interrupted: bool = False
+    interrupt_event: threading.Event | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.interrupt_event is not None
+
+    def progress(self) -> float:
+        if not self.active or not self.sampling_steps:
+            return 0.0
+        jobs = max(self.job_count, 1)
+        return min(1.0, (self.job_no + self.sampling_step / self.sampling_steps) / jobs)
+
+    def eta(self) -> float:
+        done = self.progress()
+        if done <= 0:
+            return 0.0
+        elapsed = time.monotonic() - self.started
+        return max(0.0, elapsed / done - elapsed)
+
+
+@dataclasses.dataclass
+class Generation:
+    """What one press of Generate produced, as the UI shows it."""
+
+    images: list = dataclasses.field(default_factory=list)  # PIL images
+    infotexts: list[str] = dataclasses.field(default_factory=list)
+    seeds: list[int] = dataclasses.field(default_factory=list)
+    messages: list[str] = dataclasses.field(default_factory=list)
+    paths: list[str] = dataclasses.field(default_factory=list)
+    interrupted: bool = False
+
+    @classmethod
+    def from_result(cls, result: Any) -> "Generation":
+        """Adapt :func:`extension.processing.txt2img`'s result."""
+        def listed(name):
+            value = getattr(result, name, None)
+            return list(value) if value is not None else []
+
+        return cls(images=listed("images"), infotexts=listed("infotexts"), seeds=listed("seeds"),
+                   messages=[str(m) for m in listed("messages")],
+                   paths=[str(p) for p in (listed("saved_paths") or listed("paths"))],
+                   interrupted=bool(getattr(result, "interrupted", False)))
+
+
+class AppState:
+    """Everything the running app shares: made by :func:`build_state`, passed to scripts as ``ctx``."""
+
+    def __init__(self, options: ServeOptions, library: HypernetworkLibrary, models, callbacks: Callbacks,
+                 settings: Settings):
+        self.options = options
+        self.library = library
+        self.models = models
+        self.callbacks = callbacks
+        self.settings = settings
+        self.outdir = Path(options.outdir)
+        self.device_lock = threading.RLock()  # one generation (or model load) at a time on the device
+        self.job = JobStatus()
+        self._job_lock = threading.Lock()
+        self._preview_cache: dict = {}  # (path, size, mtime) -> data URI of the card thumbnail
+
+    # -- models --------------------------------------------------------------------------------------------
+    def current_model(self):
+        """The loaded model, loading the default one on first use (under the device lock)."""
+        with self.device_lock:
+            model = self.loaded_model()
+            if model is None:
+                model = self.models.current
+                self.callbacks.call_each("model_loaded", self, model)
+            return model
+
+    def loaded_model(self):
+        """The loaded model if one is loaded, without loading anything (``None`` otherwise)."""
+        # ModelManager has no public accessor that does not load; its ``current`` would load the default.
+        return getattr(self.models, "_current", None)
+
+    def load_model(self, name: str | None):
+        with self.device_lock:
+            model = self.models.load(name)
+            self.callbacks.call_each("model_loaded", self, model)
+            return model
+
+    # -- generation ----------------------------------------------------------------------------------------
+    def begin_job(self, job: str, job_count: int = 1) -> threading.Event:
+        with self._job_lock:
+            event = threading.Event()
+            self.job = JobStatus(job=job, job_count=job_count, started=time.monotonic(), interrupt_event=event)
+            return event
+
+    def end_job(self) -> None:
+        with self._job_lock:
+            self.job = JobStatus()
+
+    def interrupt(self) -> bool:
+        """Stop the generation in progress at its next step; ``False`` when nothing runs."""
+        with self._job_lock:
+            if self.job.interrupt_event is None:
+                return False
+            self.job.interrupted = True
+            self.job.interrupt_event.set()
+            return True
+
+    def run_before_generate(self, request) -> tuple[Any, list[str]]:
+        """Every ``before_generate`` hook in order; a hook that raises stops the generation."""
+        messages: list[str] = []
+        for fn in self.callbacks.callbacks("before_generate"):
+            hook = fn(self, request)
+            if isinstance(hook, GenerateHook):
+                if hook.request is not None:
+                    request = hook.request
+                messages.extend(hook.messages)
+        return request, messages
+
+    def generate(self, request, progress: Callable[[int, int], None] | None = None, *, job_no: int = 0,
+                 hooks: bool = True) -> Generation:
+        """One txt2img call through :mod:`extension.processing`, under the device lock.
+
+        ``progress(step, total)`` is called after each sampling step; the interrupt of the current job (see
+        :meth:`begin_job`) is honoured. With ``hooks``, the ``before_generate``/``after_generate`` callbacks
+        run around it (scripts that call this several times for one press pass ``hooks=False`` after the
+        first, or let each call run them).
+        """
+        from .. import processing
+
+        with self.device_lock:
+            model = self.current_model()
+            messages: list[str] = []
+            if hooks:
+                request, messages = self.run_before_generate(request)
+            interrupt = self.job.interrupt_event
+
+            def on_step(*args):
+                step, total = _step_args(args)
+                self.job.job_no, self.job.sampling_step, self.job.sampling_steps = job_no, step, total
+                if progress is not None:
+                    progress(step, total)
+
+            result = processing.txt2img(request, model, self.library, outdir=self.outdir, progress=on_step,
+                                        interrupt=interrupt)
+            generation = Generation.from_result(result)
+            generation.messages[:0] = messages
+            if interrupt is not None and interrupt.is_set():
+                generation.interrupted = True
+            if hooks:
+                self.callbacks.call_each("after_generate", self, request, generation)
+            return generation
+
+    # -- previews ------------------------------------------------------------------------------------------
+    def preview_data_uri(self, path: Path, size: int = 256) -> str | None:
+        """A small JPEG of a card preview as a data URI (cached by the file's identity)."""
+        import base64
+        import io
+
+        from PIL import Image
+
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        key = (str(path), stat.st_size, stat.st_mtime, size)
+        cached = self._preview_cache.get(key)
+        if cached is not None:
+            return cached
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+                image.thumbnail((size, size))
+                buffer = io.BytesIO()
+                image.save(buffer, format="JPEG", quality=88)
+        except Exception as exc:  # noqa: BLE001 - a broken preview must not break the card
+            log.warning("preview %s could not be read: %s", path, exc)
+            return None
+        uri = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+        if len(self._preview_cache) > 512:
+            self._preview_cache.clear()
+        self._preview_cache[key] = uri
+        return uri
+
+
+def _step_args(args) -> tuple[int, int]:
+    """Accept ``(step, total)``, a ``(step, total)`` tuple, or an object with ``step``/``total`` attributes."""
+    if len(args) >= 2:
+        return int(args[0]), int(args[1])
+    value = args[0] if args else None
+    if isinstance(value, (tuple, list)) and len(value) >= 2:
+        return int(value[0]), int(value[1])
+    step = getattr(value, "step", getattr(value, "sampling_step", 0))
+    total = getattr(value, "total", getattr(value, "sampling_steps", 0))
+    return int(step), int(total)
+
+
+def make_model_manager(options: ServeOptions):
+    from ..models import DEMO_MODEL_DIR, ModelManager
+
+    demo_random = options.demo_random or os.environ.get("SD_WEBUI_DEMO_RANDOM", "") not in ("", "0")
+    # A demo folder without model_index.json makes the manager build the random-weight demo pipeline.
+    demo_dir = options.outdir / ".no-demo-model" if demo_random else DEMO_MODEL_DIR
+    return ModelManager(options.ckpt_dir, device=options.device, precision=options.precision, default=options.ckpt,
+                        demo_dir=demo_dir)
+
+
+def build_state(options: Any, models=None, library: HypernetworkLibrary | None = None) -> AppState:
+    """The app's state from serve options: folder, model manager, settings, and the scripts' callbacks."""
+    options = ServeOptions.from_namespace(options)
+    callbacks = load_scripts(Callbacks(), options.scripts_dir)
+    library = library or HypernetworkLibrary(options.hypernetwork_dir)
+    models = models if models is not None else make_model_manager(options)
+    settings = Settings(options.ui_settings_file)
+    state = AppState(options, library, models, callbacks, settings)
+    for spec in callbacks.collect("settings", state):
+        settings.register(spec)
+    return state
