@@ -15,6 +15,7 @@ Registers (see :mod:`extension.ui.callbacks`):
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import html
 import json
 import logging
@@ -77,8 +78,8 @@ def entry_metadata(ctx, name: str) -> tuple[str, dict | None]:
         return messages_html([f"{name}: no such hypernetwork (was the folder refreshed?)"], "error"), None
     details = library.details(entry)
     widths = model_widths(ctx)
-    data: dict = {"file": {"name": entry.name, "path": str(entry.path), "size": entry.size,
-                           "modified": entry.mtime, "preview": str(entry.preview) if entry.preview else None,
+    modified = datetime.datetime.fromtimestamp(entry.mtime).isoformat(timespec="seconds")
+    data: dict = {"file": {"name": entry.name, "path": str(entry.path), "size": entry.size, "modified": modified, "preview": str(entry.preview) if entry.preview else None,
                            "description": entry.description() or None}}
     if details.error:
         data["error"] = details.error
@@ -137,7 +138,7 @@ def build_panel(ctx, ui) -> None:
     order_field = ctx.settings.get(ORDER_FIELD, "Name")
     descending_default = ctx.settings.get(ORDER, "Ascending") == "Descending"
     with gr.Row(elem_id="hn_controls"):
-        search = gr.Textbox(placeholder="Search by name, path, description or hash", show_label=False,
+        search = gr.Textbox(placeholder="Search name, path, description, hash", show_label=False,
                             elem_id="hn_search", scale=4, min_width=160, container=False)
         sort = gr.Dropdown(list(SORT_KEYS), value=order_field if order_field in SORT_KEYS else "Name",
                            show_label=False, elem_id="hn_sort", scale=1, min_width=120, container=False)
@@ -215,7 +216,11 @@ def ui_loaded(ctx, ui, demo):
     for event in (ui.model_changed, ui.settings_applied):
         if event is not None:
             event.then(rerender, panel["view"], [panel["cards"]], api_visibility="private", queue=False)
-    demo.load(rerender, panel["view"], [panel["cards"]], api_visibility="private", queue=False)
+    def on_page_load(query, sort_key, direction):
+        ctx.library.refresh()  # a reload shows files added meanwhile (a directory scan, no file is read)
+        return rerender(query, sort_key, direction)
+
+    demo.load(on_page_load, panel["view"], [panel["cards"]], api_visibility="private", queue=False)
 
 
 # -- generation hooks ---------------------------------------------------------------------------------------

@@ -194,3 +194,23 @@ def test_page_is_built_with_a_gpu_queue_and_auth(tmp_path, folder):
         assert client.post("/login", data={"username": "ann", "password": "pw"}).status_code == 200
         page = client.get("/").text
         assert "javascript/hypernetworks.js" in page and ".hn-card" in page
+
+
+def test_add_hypernetwork_to_prompt_setting_appends_its_tag_once(folder):
+    import types
+
+    from extension.processing import Txt2ImgRequest
+
+    callbacks = load_scripts(Callbacks(), ROOT / "scripts")
+    before = callbacks.callbacks("before_generate")[0]
+    settings = Settings(None)
+    for spec in callbacks.collect("settings", None):
+        settings.register(spec)
+    ctx = types.SimpleNamespace(settings=settings, library=HypernetworkLibrary(folder))
+    assert before(ctx, Txt2ImgRequest(prompt="a cat")).request is None  # "None": nothing added
+    settings.update({"sd_hypernetwork": "demo_style", "extra_networks_default_multiplier": 0.6})
+    assert before(ctx, Txt2ImgRequest(prompt="a cat")).request.prompt == "a cat <hypernet:demo_style:0.6>"
+    assert before(ctx, Txt2ImgRequest(prompt="<hypernet:demo_style:0.2> a cat")).request is None
+    settings.update({"sd_hypernetwork": "gone"})
+    hook = before(ctx, Txt2ImgRequest(prompt="a cat"))
+    assert hook.request is None and "gone" in hook.messages[0]

@@ -3,8 +3,15 @@
 A script is a Python file in ``scripts/`` that defines ``register(callbacks: Callbacks) -> None``. The host
 creates one :class:`Callbacks` per app, imports every ``scripts/*.py`` in name order (a file starting with
 ``_`` is skipped), calls its ``register`` with that object, and later calls what was registered, always
-passing the app's state object (:class:`extension.ui.state.AppState`, called ``ctx`` below) explicitly.
-Nothing is stored at module level: two apps in one process have two independent registries.
+passing the app's state object explicitly (:class:`extension.ui.state.AppState`, ``ctx`` below; ``ui`` is
+the page's :class:`extension.ui.txt2img.PageUI`). Nothing is stored at module level: two apps in one
+process have two independent registries.
+
+A script registers with ``callbacks.on_<hook>(fn)`` (usable as a decorator) or
+``callbacks.add_txt2img_script(script)``. For example::
+
+    def register(callbacks):
+        callbacks.on_before_generate(lambda ctx, request: GenerateHook(messages=["hello"]))
 
 Hooks, in the order the host calls them:
 
@@ -14,7 +21,7 @@ Hooks, in the order the host calls them:
 ``model_loaded(fn)``
     ``fn(ctx, model)`` after a checkpoint (re)loads, under the device lock.
 ``extra_networks_tabs(fn)``
-    ``fn(ctx, ui: Txt2ImgUI) -> Iterable[UiTab]``: sub-tabs of the txt2img tab beside "Generation" (where
+    ``fn(ctx, ui: PageUI) -> Iterable[UiTab]``: sub-tabs of the txt2img tab beside "Generation" (where
     AUTOMATIC1111 shows its extra-network cards). ``UiTab.build(ctx, ui)`` is called inside the tab's
     ``gr.Tab`` context and creates the components; it may wire events to ``ui``'s components.
 ``txt2img_scripts(script)``
@@ -25,7 +32,7 @@ Hooks, in the order the host calls them:
 ``ui_tabs(fn)``
     ``fn(ctx) -> Iterable[UiTab]``: top-level tabs after txt2img (``UiTab.build(ctx, None)``).
 ``ui_loaded(fn)``
-    ``fn(ctx, ui: Txt2ImgUI, demo: gr.Blocks)`` once every tab exists, still inside the ``gr.Blocks``
+    ``fn(ctx, ui: PageUI, demo: gr.Blocks)`` once every tab exists, still inside the ``gr.Blocks``
     context: the place for events that span tabs (e.g. re-rendering after settings are applied).
 ``before_generate(fn)``
     ``fn(ctx, request) -> GenerateHook | None`` before every generation, under the device lock: may return a

@@ -1,0 +1,291 @@
+"""The web UI in a real browser: Debian's chromium (headless) against the app served on 127.0.0.1 by a child
+process with the random-weight demo model and a test folder of hypernetworks. Screenshots of the main views
+go to tests/artifacts/ (git-ignored)."""
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+
+import pytest
+
+from browser_utils import BROKEN, MISFIT, PARTIAL, Server, chromium_browser, make_hypernetwork_dir, screenshot
+
+pytest.importorskip("playwright")
+from playwright.sync_api import expect  # noqa: E402
+
+TIMEOUT = 60_000
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    path = tmp_path_factory.mktemp("hypernetworks")
+    make_hypernetwork_dir(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, folder):
+    with Server(tmp_path_factory.mktemp("server"), folder) as running:
+        yield running
+        if running.process.poll() is not None:
+            print(running.log())
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium_browser() as running:
+        yield running
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.set_default_timeout(TIMEOUT)
+    page.goto(server.url)
+    page.wait_for_selector("#txt2img_generate", state="visible")
+    yield page
+    context.close()
+    assert not errors, errors
+
+
+def open_panel(page):
+    page.get_by_role("tab", name="Hypernetworks").click()
+    expect(page.locator(".hn-card")).to_have_count(5)
+
+
+def card(page, name):
+    return page.locator(f'.hn-card[data-name="{name}"]')
+
+
+def prompt_box(page):
+    return page.locator("#txt2img_prompt textarea")
+
+
+def set_number(page, elem_id, value):
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def small_images(page, steps=3):
+    set_number(page, "txt2img_width", 32)
+    set_number(page, "txt2img_height", 32)
+    set_number(page, "txt2img_steps", steps)
+
+
+def sha10(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+
+
+def wait_for_infotext(page, pattern):
+    expect(page.locator("#txt2img_infotext textarea")).to_have_value(re.compile(pattern, re.S), timeout=TIMEOUT)
+
+
+# -- the panel ---------------------------------------------------------------------------------------------
+def test_panel_lists_every_file_with_badges_and_the_broken_files_error(page):
+    open_panel(page)
+    names = page.locator(".hn-card .hn-name").all_inner_texts()
+    assert sorted(names) == sorted(["demo_style", "demo_linear", MISFIT, PARTIAL, BROKEN])
+    expect(card(page, BROKEN).locator(".hn-error")).to_contain_text("not a readable")
+    expect(card(page, BROKEN).locator(".hn-badge")).to_have_text("failed to load")
+    expect(card(page, MISFIT).locator(".hn-badge")).to_have_text("incompatible")
+    expect(card(page, PARTIAL).locator(".hn-badge")).to_have_text("partly fits")
+    expect(card(page, "demo_style").locator(".hn-badge")).to_have_count(0)
+    expect(card(page, "demo_style").locator("img.hn-preview")).to_have_count(1)
+    expect(card(page, "demo_style").locator(".hn-description")).to_contain_text("Bold strokes")
+    expect(card(page, "demo_style").locator(".hn-meta")).to_contain_text("sizes 48, 64, 80")
+    expect(card(page, "demo_linear").locator(".hn-no-preview")).to_have_count(1)
+    screenshot(page, "hypernetworks-panel")
+
+
+def test_search_filters_by_name_path_description_and_hash(page, folder):
+    open_panel(page)
+    search = page.locator("#hn_search textarea, #hn_search input").first
+    for query, expected in (("anime", [MISFIT]), ("sub/", ["demo_linear"]), ("bold strokes", ["demo_style"]),
+                            (sha10(folder / "sub" / "demo_linear.safetensors"), ["demo_linear"])):
+        search.fill(query)
+        expect(page.locator(".hn-card .hn-name")).to_have_text(expected)
+    screenshot(page, "hypernetworks-search")
+    search.fill("")
+    expect(page.locator(".hn-card")).to_have_count(5)
+
+
+def test_sort_by_size(page):
+    open_panel(page)
+    page.locator("#hn_sort input").click()
+    page.get_by_role("option", name="Size").click()
+    page.locator("#hn_direction input").click()
+    page.get_by_role("option", name="Descending").click()
+    expect(page.locator(".hn-card").first).to_have_attribute("data-name", MISFIT)  # the biggest file
+    sizes = [int(s) for s in page.locator(".hn-card").evaluate_all("cs => cs.map(c => c.dataset.size)")]
+    assert sizes == sorted(sizes, reverse=True)
+
+
+def test_refresh_picks_up_a_new_file(page, folder):
+    import shutil
+
+    open_panel(page)
+    shutil.copy(folder / "demo_style.pt", folder / "late_arrival.pt")
+    try:
+        page.locator("#hn_refresh").click()
+        expect(card(page, "late_arrival")).to_have_count(1)
+        expect(page.locator(".hn-refresh-report")).to_contain_text("added: late_arrival")
+    finally:
+        (folder / "late_arrival.pt").unlink()
+        page.locator("#hn_refresh").click()
+        expect(page.locator(".hn-card")).to_have_count(5)
+
+
+# -- prompt editing ----------------------------------------------------------------------------------------
+def test_card_click_toggles_the_tag_and_ctrl_arrows_change_its_multiplier(page):
+    open_panel(page)
+    box = prompt_box(page)
+    box.fill("a red circle")
+    card(page, "demo_style").click()
+    expect(box).to_have_value("a red circle <hypernet:demo_style:1>")
+    expect(card(page, "demo_style")).to_have_class(re.compile("hn-card-active"))
+    card(page, "demo_linear").click()
+    expect(box).to_have_value("a red circle <hypernet:demo_style:1> <hypernet:demo_linear:1>")
+
+    cursor = box.input_value().index("demo_style") + 4
+    box.evaluate("(el, at) => { el.focus(); el.setSelectionRange(at, at); }", cursor)
+    page.keyboard.press("Control+ArrowUp")
+    expect(box).to_have_value("a red circle <hypernet:demo_style:1.1> <hypernet:demo_linear:1>")
+    page.keyboard.press("Control+ArrowDown")
+    page.keyboard.press("Control+ArrowDown")
+    expect(box).to_have_value("a red circle <hypernet:demo_style:0.9> <hypernet:demo_linear:1>")
+    screenshot(page, "prompt-with-tags")
+
+    card(page, "demo_style").click()  # a second click removes it, whatever its multiplier
+    expect(box).to_have_value("a red circle <hypernet:demo_linear:1>")
+    card(page, "demo_linear").click()
+    expect(box).to_have_value("a red circle")
+
+
+def test_prompt_editing_functions(page):
+    results = page.evaluate("""() => {
+        const ui = window.hypernetworksUI;
+        const edit = (text, at, delta, end) => ui.editWeight(text, at, end === undefined ? at : end, delta);
+        return {
+            add_empty: ui.toggleTag("", "x", 1),
+            add_spaced: ui.toggleTag("cat ", "x", 0.5),
+            remove_middle: ui.toggleTag("a <hypernet:x:0.3> b", "x", 1),
+            regex_name: ui.toggleTag("<hypernet:a.b:1>", "a.b", 1),
+            not_prefix: ui.toggleTag("<hypernet:xy:1>", "x", 1),
+            up: edit("<hypernet:x:1>", 3, 0.1).text,
+            no_number: edit("<hypernet:x>", 3, 0.1).text,
+            down_to_zero: edit("<hypernet:x:0.1>", 3, -0.1).text,
+            after_tag: edit("<hypernet:x:1>", 14, 0.1).text,
+            word: edit("a red circle", 4, 0.1).text,
+            group: edit("a (red:1.1) circle", 4, 0.1).text,
+        };
+    }""")
+    assert results == {
+        "add_empty": "<hypernet:x:1>", "add_spaced": "cat <hypernet:x:0.5>", "remove_middle": "a b",
+        "regex_name": "", "not_prefix": "<hypernet:xy:1> <hypernet:x:1>",
+        "up": "<hypernet:x:1.1>", "no_number": "<hypernet:x:1.1>", "down_to_zero": "<hypernet:x:0>",
+        "after_tag": "<hypernet:x:1.1>", "word": "a (red:1.1) circle", "group": "a (red:1.2) circle",
+    }
+
+
+# -- generation --------------------------------------------------------------------------------------------
+def test_generate_shows_an_image_whose_infotext_names_the_hypernetwork_and_its_hash(page, folder, server):
+    small_images(page)
+    box = prompt_box(page)
+    box.fill("a red circle")
+    open_panel(page)
+    card(page, "demo_style").click()
+    box.press("Control+Enter")  # Ctrl+Enter generates, as the Generate button does
+    wait_for_infotext(page, r"<hypernet:demo_style:1>.*Hypernet hashes: \"demo_style: "
+                      + sha10(folder / "demo_style.pt"))
+    expect(page.locator("#txt2img_gallery img").first).to_be_visible()
+    expect(page.locator("#txt2img_messages")).to_contain_text("Time taken")
+    saved = list((server.outdir / "txt2img-images").rglob("*.png"))
+    assert saved, "the image was not saved"
+    screenshot(page, "txt2img-generated")
+
+
+def test_a_broken_or_unknown_network_is_reported_while_the_rest_works(page, folder):
+    small_images(page)
+    prompt_box(page).fill(f"a red circle <hypernet:demo_style:1> <hypernet:{BROKEN}:1> <hypernet:no_such_net>")
+    page.locator("#txt2img_generate").click()
+    wait_for_infotext(page, r"Hypernet hashes: \"demo_style: " + sha10(folder / "demo_style.pt"))
+    messages = page.locator("#txt2img_messages")
+    expect(messages).to_contain_text(f"<hypernet:{BROKEN}>")
+    expect(messages).to_contain_text("no_such_net")
+    expect(page.locator("#txt2img_gallery img").first).to_be_visible()
+    screenshot(page, "txt2img-messages")
+
+
+def test_metadata_view_and_replace_preview(page, folder):
+    small_images(page, steps=2)
+    prompt_box(page).fill("a blue circle")
+    page.locator("#txt2img_generate").click()
+    wait_for_infotext(page, r"a blue circle")
+    open_panel(page)
+    card(page, "demo_linear").locator(".hn-meta-button").click()
+    metadata = page.locator("#hn_metadata").first
+    expect(metadata).to_be_visible()
+    expect(metadata).to_contain_text("layer_structure")
+    expect(metadata).to_contain_text("safetensors")
+    expect(page.locator("#hn_detail_head").first).to_contain_text("demo_linear")
+    screenshot(page, "metadata-view")
+    page.locator("#hn_replace_preview").click()
+    expect(page.locator("#hn_replace_status").first).to_contain_text("Saved demo_linear.preview.png")
+    assert (folder / "sub" / "demo_linear.preview.png").is_file()
+    expect(card(page, "demo_linear").locator("img.hn-preview")).to_have_count(1)
+
+    card(page, BROKEN).click()  # a broken card shows why instead of adding a tag
+    expect(page.locator("#hn_metadata").first).to_contain_text("not a readable")
+    assert BROKEN not in prompt_box(page).input_value()
+
+
+def test_strength_comparison_makes_a_labelled_grid_saved_with_its_infotext(page, folder, server):
+    from PIL import Image
+
+    small_images(page, steps=2)
+    prompt_box(page).fill("a red circle")
+    page.locator("#txt2img_script input").click()
+    page.get_by_role("option", name="Hypernetwork strength comparison").click()
+    networks = page.locator("#script_hypernetwork_strength_comparison_networks input")
+    networks.click()
+    page.get_by_role("option", name="demo_style").click()
+    page.keyboard.press("Escape")
+    multipliers = page.locator("#script_hypernetwork_strength_comparison_multipliers textarea, "
+                               "#script_hypernetwork_strength_comparison_multipliers input").first
+    multipliers.fill("0, 1")
+    page.locator("#txt2img_generate").click()
+    wait_for_infotext(page, r"Script: Hypernetwork strength comparison.*Multipliers: \"0, 1\"")
+    expect(page.locator("#txt2img_gallery .thumbnail-item, #txt2img_gallery button img")).not_to_have_count(0)
+    info = page.locator("#txt2img_infotext textarea").input_value()
+    assert "demo_style: " + sha10(folder / "demo_style.pt") in info
+    grids = list((server.outdir / "txt2img-grids").glob("*.png"))
+    assert len(grids) == 1
+    with Image.open(grids[0]) as grid:
+        assert "Hypernetwork strength comparison" in grid.text["parameters"]
+        assert grid.width > 2 * 128 and grid.height > 128  # two 32px cells enlarged, plus labels
+    screenshot(page, "strength-comparison")
+
+
+def test_default_multiplier_setting_is_what_a_click_inserts(page):
+    page.get_by_role("tab", name="Settings").click()
+    set_number(page, "setting_extra_networks_default_multiplier", 0.7)
+    page.locator("#settings_apply").click()
+    expect(page.locator("#settings_result")).to_contain_text("1 setting changed")
+    screenshot(page, "settings")
+    try:
+        page.get_by_role("tab", name="txt2img").click()
+        open_panel(page)
+        expect(card(page, "demo_style")).to_have_attribute("data-multiplier", "0.7")
+        prompt_box(page).fill("")
+        card(page, "demo_style").click()
+        expect(prompt_box(page)).to_have_value("<hypernet:demo_style:0.7>")
+    finally:
+        page.get_by_role("tab", name="Settings").click()
+        set_number(page, "setting_extra_networks_default_multiplier", 1)
+        page.locator("#settings_apply").click()
+        expect(page.locator("#settings_result")).to_contain_text("1 setting changed")
