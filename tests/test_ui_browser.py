@@ -207,16 +207,24 @@ def test_generate_shows_an_image_whose_infotext_names_the_hypernetwork_and_its_h
     saved = list((server.outdir / "txt2img-images").rglob("*.png"))
     assert saved, "the image was not saved"
     screenshot(page, "txt2img-generated")
+    seed = re.search(r"Seed: (\d+)", page.locator("#txt2img_infotext textarea").input_value()).group(1)
+    page.get_by_role("tab", name="Generation").click()
+    page.locator("#txt2img_reuse_seed").click()
+    expect(page.locator("#txt2img_seed input")).to_have_value(seed)
+    page.locator("#txt2img_random_seed").click()
+    expect(page.locator("#txt2img_seed input")).to_have_value("-1")
 
 
-def test_a_broken_or_unknown_network_is_reported_while_the_rest_works(page, folder):
+def test_broken_unknown_and_incompatible_networks_are_reported_while_the_rest_works(page, folder):
     small_images(page)
-    prompt_box(page).fill(f"a red circle <hypernet:demo_style:1> <hypernet:{BROKEN}:1> <hypernet:no_such_net>")
+    prompt_box(page).fill(f"a red circle <hypernet:demo_style:1> <hypernet:{BROKEN}:1> <hypernet:no_such_net> "
+                          f"<hypernet:{MISFIT}:1>")
     page.locator("#txt2img_generate").click()
     wait_for_infotext(page, r"Hypernet hashes: \"demo_style: " + sha10(folder / "demo_style.pt"))
     messages = page.locator("#txt2img_messages")
     expect(messages).to_contain_text(f"<hypernet:{BROKEN}>")
     expect(messages).to_contain_text("no_such_net")
+    expect(messages).to_contain_text(f"Hypernetwork {MISFIT} has no module for this model's attention widths")
     expect(page.locator("#txt2img_gallery img").first).to_be_visible()
     screenshot(page, "txt2img-messages")
 
@@ -260,9 +268,13 @@ def test_strength_comparison_makes_a_labelled_grid_saved_with_its_infotext(page,
     multipliers.fill("0, 1")
     page.locator("#txt2img_generate").click()
     wait_for_infotext(page, r"Script: Hypernetwork strength comparison.*Multipliers: \"0, 1\"")
-    expect(page.locator("#txt2img_gallery .thumbnail-item, #txt2img_gallery button img")).not_to_have_count(0)
     info = page.locator("#txt2img_infotext textarea").input_value()
     assert "demo_style: " + sha10(folder / "demo_style.pt") in info
+    thumbnails = page.locator("#txt2img_gallery .thumbnail-item")
+    expect(thumbnails).to_have_count(3)  # the grid, then each cell
+    thumbnails.nth(2).click()  # the infotext under the gallery follows the selected image
+    wait_for_infotext(page, r"^a red circle <hypernet:demo_style:1>\n")
+    assert "Script:" not in page.locator("#txt2img_infotext textarea").input_value()
     grids = list((server.outdir / "txt2img-grids").glob("*.png"))
     assert len(grids) == 1
     with Image.open(grids[0]) as grid:
