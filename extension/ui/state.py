@@ -173,8 +173,7 @@ class Generation:
             return list(value) if value is not None else []
 
         return cls(images=listed("images"), infotexts=listed("infotexts"), seeds=listed("seeds"),
-                   messages=[str(m) for m in listed("messages")],
-                   paths=[str(p) for p in (listed("saved_paths") or listed("paths"))],
+                   messages=[str(m) for m in listed("messages")], paths=[str(p) for p in listed("paths")],
                    interrupted=bool(getattr(result, "interrupted", False)))
 
 
@@ -264,8 +263,7 @@ class AppState:
                 request, messages = self.run_before_generate(request)
             interrupt = self.job.interrupt_event
 
-            def on_step(*args):
-                step, total = _step_args(args)
+            def on_step(step: int, total: int) -> None:
                 self.job.job_no, self.job.sampling_step, self.job.sampling_steps = job_no, step, total
                 if progress is not None:
                     progress(step, total)
@@ -310,18 +308,6 @@ class AppState:
             self._preview_cache.clear()
         self._preview_cache[key] = uri
         return uri
-
-
-def _step_args(args) -> tuple[int, int]:
-    """Accept ``(step, total)``, a ``(step, total)`` tuple, or an object with ``step``/``total`` attributes."""
-    if len(args) >= 2:
-        return int(args[0]), int(args[1])
-    value = args[0] if args else None
-    if isinstance(value, (tuple, list)) and len(value) >= 2:
-        return int(value[0]), int(value[1])
-    step = getattr(value, "step", getattr(value, "sampling_step", 0))
-    total = getattr(value, "total", getattr(value, "sampling_steps", 0))
-    return int(step), int(total)
 
 
 def make_model_manager(options: ServeOptions):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import html
 import logging
-import random
 import time
 from typing import Any
 
@@ -20,7 +19,6 @@ from .state import AppState, Generation
 log = logging.getLogger(__name__)
 
 NO_SCRIPT = "None"
-MAX_SEED = 2**32 - 1
 
 
 @dataclasses.dataclass
@@ -63,29 +61,22 @@ def messages_html(messages: list[str], kind: str = "warning") -> str:
     return f'<div class="txt2img-messages txt2img-messages-{kind}"><ul>{items}</ul></div>'
 
 
-def _request_class():
-    from .. import processing
-
-    for name in ("Txt2ImgRequest", "GenerationRequest", "Request", "Txt2ImgParams"):
-        cls = getattr(processing, name, None)
-        if cls is not None:
-            return cls
-    raise RuntimeError("extension.processing defines no request class")
-
-
 def make_request(**values):
-    """The processing request from the UI's values (fields it does not know are left out)."""
-    cls = _request_class()
-    names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set(values)
-    return cls(**{k: v for k, v in values.items() if k in names})
+    """The :class:`extension.processing.Txt2ImgRequest` for the UI's values."""
+    from ..processing import Txt2ImgRequest
+
+    return Txt2ImgRequest(**values)
 
 
 def resolve_seed(seed: Any) -> int:
+    """The seed box's value; -1 (or nothing) draws a random seed, as processing would."""
+    from ..processing import resolve_seed as draw
+
     try:
         seed = int(seed)
     except (TypeError, ValueError):
         seed = -1
-    return random.randint(0, MAX_SEED) if seed < 0 else seed
+    return draw(seed)
 
 
 def gallery_value(generation: Generation) -> list:
