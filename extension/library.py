@@ -139,6 +139,7 @@ class HypernetworkLibrary:
         self._details: dict[tuple, EntryDetails] = {}
         self._hashes: dict[tuple, str] = {}
         self._loaded: collections.OrderedDict[tuple, Hypernetwork] = collections.OrderedDict()
+        self._hasher: threading.Thread | None = None
 
     # -- listing -----------------------------------------------------------------------------------------
     def refresh(self) -> RefreshReport:
@@ -206,10 +207,28 @@ class HypernetworkLibrary:
                 self._hashes[entry.identity] = known
         return known
 
+    def hash_in_background(self) -> None:
+        """Hash every listed file whose hash is not known yet, in a daemon thread (one at a time), so that
+        search by hash works without making a listing wait for it."""
+        with self._lock:
+            if self._hasher is not None and self._hasher.is_alive():
+                return
+            self._hasher = threading.Thread(target=self._hash_pending, name="hypernetwork-hasher", daemon=True)
+            self._hasher.start()
+
+    def _hash_pending(self) -> None:
+        while pending := [e for e in self.entries() if self.known_sha256(e) is None and e.path.exists()]:
+            for entry in pending:
+                try:
+                    self.sha256(entry)
+                except OSError:
+                    with self._lock:  # unreadable now; don't spin on it
+                        self._hashes.setdefault(entry.identity, "")
+
     def known_sha256(self, entry: LibraryEntry) -> str | None:
         """The hash if it has been computed already (a listing never hashes by itself)."""
         with self._lock:
-            return self._hashes.get(entry.identity)
+            return self._hashes.get(entry.identity) or None
 
     # -- loading -----------------------------------------------------------------------------------------
     def load(self, name: str) -> Hypernetwork:

@@ -24,7 +24,7 @@ import gradio as gr
 
 from extension.prompt import format_tag, hypernetwork_requests, parse_prompt
 from extension.ui.callbacks import GenerateHook, SettingSpec, UiTab
-from extension.ui.cards import SORT_KEYS, cards_html, filter_cards, fit_of, make_card, sort_cards
+from extension.ui.cards import SORT_KEYS, cards_html, filter_cards, fit_of, is_hash_query, make_card, sort_cards
 from extension.ui.txt2img import messages_html, selected_image
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,10 @@ def render_cards(ctx, query: str = "", sort: str = "Name", descending: bool = Fa
     library = ctx.library
     widths = model_widths(ctx)
     entries = library.entries()
-    cards = [make_card(library, entry, widths, preview_uri=ctx.preview_data_uri) for entry in entries]
+    hash_now = is_hash_query(query)
+    cards = [make_card(library, entry, widths, preview_uri=ctx.preview_data_uri, hash_now=hash_now)
+             for entry in entries]
+    library.hash_in_background()
     shown = sort_cards(filter_cards(cards, query), sort, descending)
     multiplier = float(ctx.settings.get(DEFAULT_MULTIPLIER, 1.0))
     return cards_html(shown, multiplier, total=len(cards), query=query, folder=str(library.root), report=report)

@@ -30,7 +30,7 @@ def folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def all_cards(folder):
     library = HypernetworkLibrary(folder)
-    return {c.name: c for c in (cards_mod.make_card(library, e, set(ATTENTION_WIDTHS)) for e in library.entries())}
+    return {c.name: c for c in (cards_mod.make_card(library, e, set(ATTENTION_WIDTHS), hash_now=True) for e in library.entries())}
 
 
 def test_cards_say_what_fits_and_what_is_broken(all_cards):
@@ -214,3 +214,15 @@ def test_add_hypernetwork_to_prompt_setting_appends_its_tag_once(folder):
     settings.update({"sd_hypernetwork": "gone"})
     hook = before(ctx, Txt2ImgRequest(prompt="a cat"))
     assert hook.request is None and "gone" in hook.messages[0]
+
+
+def test_listing_hashes_only_for_a_hash_search_or_in_the_background(folder):
+    library = HypernetworkLibrary(folder)
+    safetensors = [e for e in library.entries() if e.path.suffix == ".safetensors"]
+    assert safetensors
+    cards = [cards_mod.make_card(library, e, set(ATTENTION_WIDTHS)) for e in safetensors]
+    assert all(c.sha256 is None for c in cards)  # a plain listing reads headers only
+    assert cards_mod.is_hash_query("ab12cd34") and not cards_mod.is_hash_query("demo style")
+    library.hash_in_background()
+    library._hasher.join(timeout=30)
+    assert all(library.known_sha256(e) for e in safetensors)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import html
+import re
 from typing import Callable, Iterable
 
 from ..library import EntryDetails, HypernetworkLibrary, LibraryEntry
@@ -88,11 +89,13 @@ def fit_of(sizes: Iterable[int], widths: set[int] | None) -> tuple[str, str]:
 
 
 def make_card(library: HypernetworkLibrary, entry: LibraryEntry, widths: set[int] | None,
-              preview_uri: Callable | None = None) -> Card:
+              preview_uri: Callable | None = None, hash_now: bool = False) -> Card:
+    """The card for ``entry``. The file is hashed only with ``hash_now`` (a search by hash); otherwise the
+    hash shows once known (loaded, or hashed by the library's background hasher)."""
     details: EntryDetails = library.details(entry)
     info = details.info
     sha = library.known_sha256(entry) or (info.sha256 if info else None)
-    if sha is None and details.error is None:
+    if sha is None and details.error is None and hash_now:
         try:
             sha = library.sha256(entry)
         except OSError:
@@ -112,6 +115,11 @@ def make_card(library: HypernetworkLibrary, entry: LibraryEntry, widths: set[int
         + (", dropout" if info.use_dropout else "") if info else "",
         step=info.step if info else None, base_model=base.strip(), error=details.error, fit=fit, fit_note=note,
         preview=preview)
+
+
+def is_hash_query(query: str) -> bool:
+    """Whether ``query`` contains a word that could be (part of) a sha256."""
+    return any(re.fullmatch(r"[0-9a-f]{6,64}", word) for word in (query or "").lower().split())
 
 
 def filter_cards(cards: Iterable[Card], query: str) -> list[Card]:
