@@ -748,6 +748,12 @@ class ModelManager:
 
     # loading
     @property
+    def loaded(self) -> LoadedModel | None:
+        """The loaded checkpoint, or None; never loads anything."""
+        with self._lock:
+            return self._current
+
+    @property
     def current(self) -> LoadedModel:
         """The loaded checkpoint; the default one is loaded on first use."""
         with self._lock:

@@ -205,8 +205,7 @@ class AppState:
 
     def loaded_model(self):
         """The loaded model if one is loaded, without loading anything (``None`` otherwise)."""
-        # ModelManager has no public accessor that does not load; its ``current`` would load the default.
-        return getattr(self.models, "_current", None)
+        return self.models.loaded
 
     def load_model(self, name: str | None):
         with self.device_lock:
