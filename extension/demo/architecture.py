@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import torch
 
-IMAGE_SIZE = 32
+IMAGE_SIZE = 64
+LATENT_SIZE = 16
 CROSS_ATTENTION_DIM = 48
 SELF_ATTENTION_WIDTHS = (64, 80)  # the widths of the blocks that have attention
 ATTENTION_WIDTHS = SELF_ATTENTION_WIDTHS + (CROSS_ATTENTION_DIM,)
 
 UNET_CONFIG = dict(
-    sample_size=IMAGE_SIZE // 2, in_channels=4, out_channels=4,
+    sample_size=LATENT_SIZE, in_channels=4, out_channels=4,
     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
     up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
     block_out_channels=(32, 64, 80), layers_per_block=1, cross_attention_dim=CROSS_ATTENTION_DIM,
@@ -24,8 +25,8 @@ UNET_CONFIG = dict(
 )
 VAE_CONFIG = dict(
     sample_size=IMAGE_SIZE, in_channels=3, out_channels=3, latent_channels=4,
-    down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-    block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, mid_block_add_attention=False,
+    down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+    block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8, mid_block_add_attention=False,
     scaling_factor=1.0,
 )
 TEXT_ENCODER_CONFIG = dict(
@@ -35,7 +36,7 @@ TEXT_ENCODER_CONFIG = dict(
 )
 SCHEDULER_CONFIG = dict(
     num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear",
-    prediction_type="epsilon", timestep_spacing="trailing",
+    prediction_type="epsilon", timestep_spacing="trailing", steps_offset=1,
 )
 
 
