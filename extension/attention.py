@@ -85,8 +85,11 @@ class ActiveHypernetworks:
         if hit is not None and hit[0] is context and hit[1] == version:
             return hit[2], hit[3]
         context_k, context_v = self.transform(context)
-        while len(self._contexts) >= _CACHE_SIZE:
-            self._contexts.pop(next(iter(self._contexts)))
+        try:
+            while len(self._contexts) >= _CACHE_SIZE:
+                self._contexts.pop(next(iter(self._contexts)), None)
+        except (RuntimeError, StopIteration):  # another thread evicted meanwhile: the memo stays small anyway
+            pass
         self._contexts[id(context)] = (context, version, context_k, context_v)
         return context_k, context_v
 
