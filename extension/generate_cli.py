@@ -13,7 +13,14 @@ from pathlib import Path
 from .samplers import DEFAULT_SAMPLER, sampler_names, schedule_type_labels
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SIZES = {"demo": 32, "sdxl": 1024, "sd2-v": 768}  # others: 512
+
+
+def native_size(pipe) -> int:
+    """The image size the model was trained at: the UNet's sample size times the VAE's scale factor."""
+    try:
+        return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+    except (AttributeError, TypeError, ValueError):
+        return 512
 
 
 def parser() -> argparse.ArgumentParser:
@@ -26,8 +33,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default=DEFAULT_SAMPLER, help=f"one of: {', '.join(sampler_names())}")
     p.add_argument("--scheduler", "--schedule-type", dest="scheduler", default="Automatic",
                    help=f"schedule type, one of: {', '.join(schedule_type_labels())}")
-    p.add_argument("--width", type=int, default=None, help="default: 512 (SD 1.x/2.x), 768 (SD 2.x-v), "
-                                                           "1024 (SDXL), 32 (demo model)")
+    p.add_argument("--width", type=int, default=None,
+                   help="default: the model's native size (512 SD 1.x, 768 SD 2.x-v, 1024 SDXL, 64 the demo model)")
     p.add_argument("--height", type=int, default=None, help="default: as --width")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--batch-count", "--n-iter", dest="n_iter", type=int, default=1)
@@ -55,7 +62,7 @@ def main(argv: list[str]) -> int:
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    size = DEFAULT_SIZES.get(model.architecture, 512)
+    size = native_size(model.pipe)
     request = Txt2ImgRequest(
         prompt=args.generate, negative_prompt=args.negative, sampler_name=args.sampler, scheduler=args.scheduler,
         steps=args.steps, cfg_scale=args.cfg_scale, width=args.width or size, height=args.height or args.width or size,

@@ -390,10 +390,13 @@ def test_generate_command_line(tmp_path, capsys):
     assert status == 0
     paths = out.split()
     assert [os.path.basename(p) for p in paths] == ["00000-3.png", "00001-4.png"]
+    from extension.demo.architecture import IMAGE_SIZE
+
     with Image.open(paths[1]) as image:
-        assert image.size == (32, 32)
+        assert image.size == (IMAGE_SIZE, IMAGE_SIZE)  # the demo model's native size by default
         infotext = image.info["parameters"]
     assert infotext.startswith("a red circle <hypernet:style:0.5> <hypernet:nosuch>\nNegative prompt: blurry\n")
-    assert "Steps: 2, Sampler: DPM++ 2M, Schedule type: Automatic, CFG scale: 7, Seed: 4, Size: 32x32" in infotext
+    assert (f"Steps: 2, Sampler: DPM++ 2M, Schedule type: Automatic, CFG scale: 7, Seed: 4, "
+            f"Size: {IMAGE_SIZE}x{IMAGE_SIZE}") in infotext
     assert "nosuch" in err
     assert main(["--generate", "x", "--ckpt", "missing", "--ckpt-dir", str(tmp_path / "empty")]) == 2
