@@ -7,6 +7,9 @@ A sample is right when both hold:
   a mean colour closest to the asked shape colour (among the shape colours). A picture with almost no
   such pixels (a blank background) counts as wrong.
 
+The shape is read too, and reported apart (``shape_right``): the filled template (circle, square,
+triangle, star) that, centred on the shape's centroid with the same area, overlaps it best.
+
 ``looks_outlined`` tells a shape drawn as an outline (the demo hypernetwork's style) from a filled one:
 the pixels around the shape's centroid are background. Shared by the test suite and the held-out report
 (``python -m extension.demo.evaluate``).
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +27,8 @@ import torch
 from PIL import Image
 
 from . import architecture
-from .vocabulary import BACKGROUNDS, COLOURS, EXAMPLE_PROMPTS, caption, combinations
+from .dataset import Picture, draw
+from .vocabulary import BACKGROUNDS, COLOURS, EXAMPLE_PROMPTS, SHAPES, caption, combinations
 
 BORDER = 3
 SHAPE_DISTANCE = 80.0   # RGB distance from the background above which a pixel belongs to the shape
@@ -49,6 +54,7 @@ class Reading:
     background: str
     colour: str | None
     outlined: bool | None
+    shape: str | None = None
 
 
 def _nearest(rgb: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> str:
@@ -72,6 +78,35 @@ def looks_outlined(mask: np.ndarray) -> bool:
     return bool(window.mean() < 0.5)
 
 
+def _template(shape: str, x: float, y: float, radius: float, rotation: float, size: int) -> np.ndarray:
+    background, colour = next(iter(BACKGROUNDS)), next(iter(COLOURS))
+    picture = Picture(colour, shape, background, x, y, radius, rotation)
+    pixels = np.asarray(draw(picture, size), dtype=float)
+    return np.linalg.norm(pixels - np.asarray(BACKGROUNDS[background], float), axis=-1) > SHAPE_DISTANCE
+
+
+def _template_area(shape: str, size: int) -> float:
+    """Pixels a shape of radius 0.3 covers (area grows with the square of the radius)."""
+    return float(_template(shape, 0.5, 0.5, 0.3, 0.0, size).sum())
+
+
+def nearest_shape(mask: np.ndarray) -> str:
+    """The shape whose filled template, centred on the mask's centroid with the same area, overlaps it best."""
+    size = mask.shape[0]
+    ys, xs = np.nonzero(mask)
+    cx, cy, area = (xs.mean() + 0.5) / size, (ys.mean() + 0.5) / size, float(mask.sum())
+    best, best_iou = SHAPES[0], -1.0
+    for shape in SHAPES:
+        radius = 0.3 * math.sqrt(area / _template_area(shape, size))
+        centroid_shift = _template(shape, 0.5, 0.5, radius, 0.0, size).nonzero()[0].mean() / size + 0.5 / size - 0.5
+        for rotation in (-20.0, -10.0, 0.0, 10.0, 20.0):
+            template = _template(shape, cx, cy - centroid_shift, radius, rotation, size)
+            iou = (template & mask).sum() / max(1, (template | mask).sum())
+            if iou > best_iou:
+                best, best_iou = shape, iou
+    return best
+
+
 def read_picture(image: Image.Image) -> Reading:
     pixels = np.asarray(image.convert("RGB"), dtype=float)
     border, mask = _shape_mask(pixels)
@@ -81,7 +116,8 @@ def read_picture(image: Image.Image) -> Reading:
     candidates = pixels[mask]
     saturation = (candidates.max(axis=1) - candidates.min(axis=1)) / np.maximum(candidates.max(axis=1), 1.0)
     top = candidates[saturation >= np.quantile(saturation, 0.75)]
-    return Reading(background, _nearest(top.mean(axis=0), COLOURS), looks_outlined(mask))
+    outlined = looks_outlined(mask)
+    return Reading(background, _nearest(top.mean(axis=0), COLOURS), outlined, None if outlined else nearest_shape(mask))
 
 
 def cases(count: int, seed: int, held_out: bool | None) -> list[Case]:
@@ -114,6 +150,7 @@ class Score:
     right: int = 0
     background_right: int = 0
     colour_right: int = 0
+    shape_right: int = 0
     blank: int = 0
     outlined: int = 0
     wrong: list = dataclasses.field(default_factory=list)
@@ -125,6 +162,7 @@ class Score:
     def summary(self) -> dict:
         return {"right": self.right, "total": self.total, "rate": round(self.rate, 3),
                 "background_right": self.background_right, "colour_right": self.colour_right,
+                "shape_right": self.shape_right,
                 "blank": self.blank, "outlined": self.outlined}
 
 
@@ -135,6 +173,7 @@ def score(cases_: list[Case], images: list[Image.Image]) -> Score:
         result.total += 1
         result.background_right += reading.background == case.background
         result.colour_right += reading.colour == case.colour
+        result.shape_right += reading.shape == case.shape
         result.blank += reading.colour is None
         result.outlined += bool(reading.outlined)
         if reading.background == case.background and reading.colour == case.colour:

@@ -392,9 +392,14 @@ def main(argv: list[str]) -> int:
         train_demo_model(args.outdir, steps=args.steps, seed=args.seed, device=args.device, vae_steps=args.vae_steps,
                          batch_size=args.batch_size, dataset_size=args.dataset_size, time_limit=args.time_limit)
     if args.hypernetwork:
-        train_demo_hypernetwork(args.outdir, args.hypernetwork, steps=args.hypernetwork_steps,
-                                seed=args.hypernetwork_seed, device=args.device,
-                                batch_size=args.hypernetwork_batch_size, dataset_size=args.hypernetwork_dataset_size)
+        from .card import write_card
+        from .pretrained import load_pipeline
+
+        network = train_demo_hypernetwork(args.outdir, args.hypernetwork, steps=args.hypernetwork_steps,
+                                          seed=args.hypernetwork_seed, device=args.device,
+                                          batch_size=args.hypernetwork_batch_size,
+                                          dataset_size=args.hypernetwork_dataset_size)
+        write_card(load_pipeline(args.outdir), network, args.hypernetwork)
     return 0
 
 
