@@ -74,5 +74,6 @@ def main(argv: list[str]) -> int:
     if "--train-demo-model" in argv:
         from extension.demo.train import main as train_main
 
-        return train_main(argv)
+        i = argv.index("--train-demo-model")
+        return train_main([*argv[i + 1:], *argv[:i]])  # OUTDIR first, then the other options
     return serve(argv)

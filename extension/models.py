@@ -42,12 +42,12 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from .demo.pretrained import MODEL_DIR as DEMO_MODEL_DIR  # the trained demo model's folder
 from .errors import ModelError
 
 logger = logging.getLogger(__name__)
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
-DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo" / "model"
 DEFAULT_CKPT_DIR = Path("models") / "Stable-diffusion"
 DEMO_NAME = "demo"                 # infotext "Model:" of the trained demo model; also a name load() accepts
 DEMO_RANDOM_NAME = "demo-random"   # the random-weight stand-in used when the demo model is not trained yet

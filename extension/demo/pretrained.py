@@ -20,14 +20,10 @@ def is_trained_model(path=MODEL_DIR) -> bool:
 
 
 def load_pipeline(path=MODEL_DIR, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-    """The trained demo model as a ``StableDiffusionPipeline`` on ``device`` in ``dtype``."""
-    from diffusers import StableDiffusionPipeline
+    """The trained demo model as a ``StableDiffusionPipeline`` on ``device`` in ``dtype``, loaded by the same
+    function as any diffusers folder in the checkpoints folder."""
+    from ..models import load_diffusers_folder
 
-    from ..tokenizer import clip_tokenizer
-
-    pipe = StableDiffusionPipeline.from_pretrained(
-        str(path), tokenizer=clip_tokenizer(), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False, dtype=dtype, local_files_only=True,
-    )
+    pipe, _ = load_diffusers_folder(Path(path), torch.device(device), dtype)
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    return pipe
