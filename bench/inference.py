@@ -80,6 +80,15 @@ def build_pipeline():
     return pipe
 
 
+def _zeros(unet, *shape):
+    return torch.zeros(*shape, device=unet.device, dtype=unet.dtype)
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
 def attention_layers(unet, latent: int) -> list[AttentionLayer]:
     """Every attention layer's context token count and width, recorded from one forward pass."""
     from diffusers.models.attention_processor import Attention
@@ -95,7 +104,7 @@ def attention_layers(unet, latent: int) -> list[AttentionLayer]:
             handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
     try:
         with torch.no_grad():
-            unet(torch.zeros(1, 4, latent, latent), 500, torch.zeros(1, TEXT_TOKENS, unet.config.cross_attention_dim))
+            unet(_zeros(unet, 1, 4, latent, latent), 500, _zeros(unet, 1, TEXT_TOKENS, unet.config.cross_attention_dim))
     finally:
         for handle in handles:
             handle.remove()
@@ -140,16 +149,16 @@ def unet_flops(unet, latent: int) -> int:
     saved = dict(unet.attn_processors)
     unet.set_attn_processor(AttnProcessor())
     try:
-        return count_flops(unet, torch.zeros(CFG_BATCH, 4, latent, latent),
-                           torch.zeros(CFG_BATCH, TEXT_TOKENS, unet.config.cross_attention_dim))
+        return count_flops(unet, _zeros(unet, CFG_BATCH, 4, latent, latent),
+                           _zeros(unet, CFG_BATCH, TEXT_TOKENS, unet.config.cross_attention_dim))
     finally:
         unet.set_attn_processor(saved)
 
 
 def counted_hypernetwork_flops(unet, latent: int, networks) -> int:
     """FlopCounterMode's view of what one forward with ``networks`` adds (SDPA is invisible to it either way)."""
-    sample = torch.zeros(CFG_BATCH, 4, latent, latent)
-    context = torch.zeros(CFG_BATCH, TEXT_TOKENS, unet.config.cross_attention_dim)
+    sample = _zeros(unet, CFG_BATCH, 4, latent, latent)
+    context = _zeros(unet, CFG_BATCH, TEXT_TOKENS, unet.config.cross_attention_dim)
     install_hypernetwork_processors(unet)
     try:
         base = count_flops(unet, sample, context)
@@ -167,13 +176,16 @@ def make_network(sizes) -> Hypernetwork:
 def generate(pipe, embeds, steps: int, size: int, networks) -> tuple[float, float]:
     """``(wall seconds, CPU seconds of this process)`` of one generation."""
     kwargs = {"cross_attention_kwargs": {"hypernetworks": networks()}} if networks is not None else {}
+    _sync(pipe.device)
     start, start_cpu = time.perf_counter(), time.process_time()
     pipe(prompt_embeds=embeds[0], negative_prompt_embeds=embeds[1], num_inference_steps=steps, guidance_scale=7.0,
          height=size, width=size, output_type="latent", generator=torch.Generator().manual_seed(0), **kwargs)
+    _sync(pipe.device)
     return time.perf_counter() - start, time.process_time() - start_cpu
 
 
-def module_seconds(hn: Hypernetwork, layers: list[AttentionLayer], steps: int, cached: bool, reps: int = 3) -> float:
+def module_seconds(hn: Hypernetwork, layers: list[AttentionLayer], steps: int, cached: bool, reps: int = 3,
+                   device="cpu", dtype=torch.float32) -> float:
     """Time of the hypernetwork work alone in one generation: its modules on contexts of the generation's
     shapes (fastest of ``reps``), without the UNet around them."""
     work = []
@@ -184,14 +196,17 @@ def module_seconds(hn: Hypernetwork, layers: list[AttentionLayer], steps: int, c
     cross = [layer for layer in layers if layer.cross and layer.width in hn.layers]
     if cached and cross:
         work.append((hn.layers[cross[0].width], cross[0].tokens, cross[0].width))
-    inputs = {(tokens, width): torch.randn(CFG_BATCH, tokens, width) for _, tokens, width in work}
+    inputs = {(tokens, width): torch.randn(CFG_BATCH, tokens, width, device=device, dtype=dtype)
+              for _, tokens, width in work}
     best = float("inf")
     with torch.no_grad():
         for _ in range(reps):
+            _sync(device)
             start = time.perf_counter()
             for (k_module, v_module), tokens, width in work:
                 k_module(inputs[tokens, width], 1.0)
                 v_module(inputs[tokens, width], 1.0)
+            _sync(device)
             best = min(best, time.perf_counter() - start)
     return best
 
@@ -213,18 +228,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared 2-core machine one thread is the steadier)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
     args = parser.parse_args(argv)
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     torch.set_num_threads(args.threads)
     latent = args.size // 8
     started = time.perf_counter()
     load_before = os.getloadavg()
 
-    pipe = build_pipeline()
+    pipe = build_pipeline().to(args.device, dtype)
     unet = pipe.unet
     layers = attention_layers(unet, latent)
-    full = make_network([768, 320, 640, 1280])
-    cross_only = make_network([768])
+    full = make_network([768, 320, 640, 1280]).to(args.device)  # weights stay fp32, as AUTOMATIC1111's
+    cross_only = make_network([768]).to(args.device)
 
     base_unet = unet_flops(unet, latent)
     base_generation = base_unet * args.steps
@@ -245,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     install_hypernetwork_processors(pipe)
-    embeds = (torch.randn(1, TEXT_TOKENS, 768, generator=torch.Generator().manual_seed(1)),
-              torch.randn(1, TEXT_TOKENS, 768, generator=torch.Generator().manual_seed(2)))
+    embeds = (torch.randn(1, TEXT_TOKENS, 768, generator=torch.Generator().manual_seed(1)).to(args.device, dtype),
+              torch.randn(1, TEXT_TOKENS, 768, generator=torch.Generator().manual_seed(2)).to(args.device, dtype))
     names = list(configs)
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     generate(pipe, embeds, args.steps, args.size, configs[names[1]][0])  # warm-up (exercises every path)
@@ -260,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             times[name].append(generate(pipe, embeds, args.steps, args.size, configs[name][0]))
             rounds[name].append(round_index)
     remove_hypernetwork_processors(pipe)
-    module_work = {name: module_seconds(hn, layers, args.steps, cached)
+    module_work = {name: module_seconds(hn, layers, args.steps, cached, device=args.device, dtype=dtype)
                    for name, hn, cached in ((names[1], full, True), (names[2], cross_only, True),
                                             (names[3], cross_only, False))}
 
@@ -295,10 +313,13 @@ def render(args, layers, base_unet, base_generation, rows, times, check, elapsed
         "# Inference benchmark: hypernetworks on an SD 1.5-shaped UNet",
         "",
         f"Written by `bench/inference.py` on {datetime.date.today().isoformat()}; not part of the test suite. "
-        f"Machine: {cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+        f"Machine: {cpu_name()}"
+        + (f", {torch.cuda.get_device_name()}" if torch.device(args.device).type == "cuda" else "")
+        + f", {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
         f"shared with other work (load average {load_before[0]:.2f} before, {load_after[0]:.2f} after).",
         "",
-        f"Setup: SD 1.5 UNet config, random weights, fp32 on CPU; {args.size}x{args.size} images "
+        f"Setup: SD 1.5 UNet config, random weights, {args.dtype} on {args.device} (hypernetwork weights fp32, "
+        f"run under autocast on CUDA as AUTOMATIC1111 does); {args.size}x{args.size} images "
         f"({args.size // 8}x{args.size // 8} latents), {args.steps} steps of Euler a, guidance 7 (UNet batch 2), "
         f"batch 1; a generation = one pipeline call with precomputed embeddings and `output_type=\"latent\"` "
         f"(the denoising loop; text encoding and VAE decoding are the same with or without a network). "

@@ -189,8 +189,14 @@ class HypernetworkModule(torch.nn.Module):
         if m == 0:
             return x
         weight_dtype = self.linear[0].weight.dtype
-        out = self.linear(x.to(weight_dtype)).to(x.dtype)
-        return x + out * m
+        if x.dtype != weight_dtype and x.device.type == "cuda" and x.dtype in (torch.float16, torch.bfloat16):
+            # fp32 weights on a half-precision model: AUTOMATIC1111 runs them under autocast (half matmuls,
+            # LayerNorm in fp32), and so do we.
+            with torch.autocast("cuda", dtype=x.dtype):
+                out = self.linear(x)
+        else:
+            out = self.linear(x.to(weight_dtype))
+        return x + out.to(x.dtype) * m
 
     def trainables(self) -> list[torch.Tensor]:
         return [p for layer in self.linear if isinstance(layer, (torch.nn.Linear, torch.nn.LayerNorm))
