@@ -68,7 +68,7 @@ def main() -> int:
         f"against {np.abs(pixels(plain) - a_cpu).mean():.2f} between the CPU image with and without the tag",
     ]
     unet = gpu.pipe.unet
-    hn = library.load("demo")
+    hn = library.load("demo").for_inference("cuda", torch.float16)
     generator = torch.Generator().manual_seed(0)
     sample = torch.randn(2, 4, 16, 16, generator=generator).to("cuda", torch.float16)
     context = torch.randn(2, 77, 48, generator=generator).to("cuda", torch.float16)

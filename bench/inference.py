@@ -241,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     pipe = build_pipeline().to(args.device, dtype)
     unet = pipe.unet
     layers = attention_layers(unet, latent)
-    full = make_network([768, 320, 640, 1280]).to(args.device)  # weights stay fp32, as AUTOMATIC1111's
-    cross_only = make_network([768]).to(args.device)
+    full = make_network([768, 320, 640, 1280]).for_inference(args.device, dtype)
+    cross_only = make_network([768]).for_inference(args.device, dtype)
 
     base_unet = unet_flops(unet, latent)
     base_generation = base_unet * args.steps
@@ -318,8 +318,9 @@ def render(args, layers, base_unet, base_generation, rows, times, check, elapsed
         + f", {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
         f"shared with other work (load average {load_before[0]:.2f} before, {load_after[0]:.2f} after).",
         "",
-        f"Setup: SD 1.5 UNet config, random weights, {args.dtype} on {args.device} (hypernetwork weights fp32, "
-        f"run under autocast on CUDA as AUTOMATIC1111 does); {args.size}x{args.size} images "
+        f"Setup: SD 1.5 UNet config, random weights, {args.dtype} on {args.device} (hypernetworks as "
+        f"`Hypernetwork.for_inference` prepares them: under autocast on a half-precision CUDA model, as "
+        f"AUTOMATIC1111 runs them); {args.size}x{args.size} images "
         f"({args.size // 8}x{args.size // 8} latents), {args.steps} steps of Euler a, guidance 7 (UNet batch 2), "
         f"batch 1; a generation = one pipeline call with precomputed embeddings and `output_type=\"latent\"` "
         f"(the denoising loop; text encoding and VAE decoding are the same with or without a network). "

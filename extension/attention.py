@@ -229,17 +229,11 @@ def remove_hypernetwork_processors(pipe_or_unet) -> None:
     unet.set_attn_processor({name: _original(p) for name, p in unet.attn_processors.items()})
 
 
-def _move_to(networks: Sequence[tuple[Hypernetwork, float]], device: torch.device) -> None:
-    for hn, _ in networks:
-        for pair in hn.layers.values():
-            if any(p.device != device for module in pair for p in module.parameters()):
-                hn.to(device)
-                break
-
-
-def move_hypernetworks_to(networks: Sequence[tuple[Hypernetwork, float]], pipe_or_unet) -> None:
-    """Move the networks' weights to the UNet's device (weights keep their dtype: fp32 as in A1111)."""
-    _move_to(networks, unet_of(pipe_or_unet).device)
+def for_model(networks: Sequence[tuple[Hypernetwork, float]], pipe_or_unet) -> list[tuple[Hypernetwork, float]]:
+    """The networks as they run beside this UNet (its device; see :meth:`Hypernetwork.for_inference`).
+    The networks passed in are not changed: they may be shared by other requests."""
+    unet = unet_of(pipe_or_unet)
+    return [(hn.for_inference(unet.device, unet.dtype), multiplier) for hn, multiplier in networks]
 
 
 @contextlib.contextmanager
@@ -251,8 +245,9 @@ def hypernetworks_applied(pipe_or_unet, networks: Iterable[tuple[Hypernetwork, f
         with hypernetworks_applied(pipe, [(load_hypernetwork("anime.pt"), 0.8)]):
             image = pipe("a cat").images[0]
 
-    Works on any pipeline with a ``UNet2DConditionModel`` (SD 1.x, 2.x, SDXL). The networks are moved to the
-    UNet's device. On exit the UNet's processors are the very objects it had before.
+    Works on any pipeline with a ``UNet2DConditionModel`` (SD 1.x, 2.x, SDXL). The networks run on the
+    UNet's device (as copies: the objects passed in are not changed). On exit the UNet's processors are the very
+    objects it had before.
 
     This binds the networks to the shared UNet for the duration, so it is for single-threaded library use:
     every call on that UNet inside the block, from any thread, gets them. For concurrent generations use the
@@ -261,8 +256,7 @@ def hypernetworks_applied(pipe_or_unet, networks: Iterable[tuple[Hypernetwork, f
     :func:`apply_hypernetworks`.
     """
     unet = unet_of(pipe_or_unet)
-    active = ActiveHypernetworks(networks)
-    _move_to(active.networks, unet.device)
+    active = ActiveHypernetworks(for_model(list(networks), unet))
     saved = dict(unet.attn_processors)
     unet.set_attn_processor({name: HypernetworkAttnProcessor(_original(p), bound=active) for name, p in saved.items()})
     try:

@@ -14,6 +14,7 @@ File reading and writing live in :mod:`extension.hypernetwork_file`; this module
 """
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from typing import Iterable, Sequence
@@ -188,14 +189,14 @@ class HypernetworkModule(torch.nn.Module):
         m = 1.0 if self.training else (self.multiplier if multiplier is None else multiplier)
         if m == 0:
             return x
-        weight_dtype = self.linear[0].weight.dtype
-        if x.dtype != weight_dtype and x.device.type == "cuda" and x.dtype in (torch.float16, torch.bfloat16):
-            # fp32 weights on a half-precision model: AUTOMATIC1111 runs them under autocast (half matmuls,
-            # LayerNorm in fp32), and so do we.
+        if x.device.type == "cuda" and x.dtype in (torch.float16, torch.bfloat16):
+            # A half-precision model: AUTOMATIC1111 runs the modules under autocast (half matmuls, LayerNorm in
+            # fp32), and so do we. ``Hypernetwork.for_inference`` keeps half copies of the Linear weights so
+            # autocast does not cast them at every call.
             with torch.autocast("cuda", dtype=x.dtype):
                 out = self.linear(x)
         else:
-            out = self.linear(x.to(weight_dtype))
+            out = self.linear(x.to(self.linear[0].weight.dtype))
         return x + out.to(x.dtype) * m
 
     def trainables(self) -> list[torch.Tensor]:
@@ -232,6 +233,7 @@ class Hypernetwork:
         self.optimizer_state_dict = None
         self.optional_info = None
         self.sha256: str | None = None  # of the file loaded or saved, when known
+        self._inference_copies: dict[tuple, "Hypernetwork"] = {}
         self._shorthash: str | None = None
 
         validate_structure(self.layer_structure, self.dropout_structure, self.activation_func)
@@ -263,6 +265,38 @@ class Hypernetwork:
             for module in pair:
                 module.to(device=device, dtype=dtype)
         return self
+
+    def for_inference(self, device, dtype: torch.dtype = torch.float32) -> "Hypernetwork":
+        """This network ready to run beside a model on ``device`` in ``dtype``; this object is not changed.
+
+        On CPU, or with an fp32 model, the weights are fp32 (as AUTOMATIC1111 keeps them). On CUDA with a
+        half-precision model the Linear weights are copied to that precision once (LayerNorm stays fp32), which
+        is exactly what autocast would compute from the fp32 weights at every call. Copies are kept, and made
+        afresh when this network's weights have changed since (training).
+        """
+        device = torch.device(device)
+        half = device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
+        params = self.weights()
+        if not half and all(p.device == device and p.dtype == torch.float32 for p in params):
+            return self
+        key = (str(device), dtype if half else torch.float32)
+        versions = tuple(p._version for p in params)
+        cached = self._inference_copies.get(key)
+        if cached is not None and cached[0] == versions:
+            return cached[1]
+        clone = copy.copy(self)
+        clone._inference_copies = {}
+        clone.layers = {size: tuple(copy.deepcopy(module).to(device) for module in pair)
+                        for size, pair in self.layers.items()}
+        if half:
+            for pair in clone.layers.values():
+                for module in pair:
+                    for layer in module.linear:
+                        if isinstance(layer, torch.nn.Linear):
+                            layer.to(dtype)
+        clone.eval()
+        self._inference_copies[key] = (versions, clone)
+        return clone
 
     def set_multiplier(self, multiplier: float) -> "Hypernetwork":
         for pair in self.layers.values():

@@ -35,7 +35,7 @@ from typing import Callable
 import torch
 
 from .attention import (KWARG, ActiveHypernetworks, attention_widths, compatibility_messages,
-                        install_hypernetwork_processors, move_hypernetworks_to)
+                        install_hypernetwork_processors, for_model)
 from .infotext import format_infotext, generation_parameters, hypernet_hashes, parse_infotext
 from .prompt import hypernetwork_requests, parse_prompt
 from .prompt_parser import encode
@@ -258,11 +258,9 @@ def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = No
 
     text, resolved, network_messages = resolve_hypernetworks(request.prompt, model, library)
     messages.extend(network_messages)
-    networks = [(entry.network, entry.multiplier) for entry in resolved]
-    active = ActiveHypernetworks(networks)
+    active = ActiveHypernetworks(for_model([(entry.network, entry.multiplier) for entry in resolved], pipe))
     cross_attention_kwargs = None
     if active:
-        move_hypernetworks_to(networks, pipe)
         install_hypernetwork_processors(pipe)
         cross_attention_kwargs = {KWARG: active}
 

@@ -102,3 +102,17 @@ def test_forward_is_residual_and_scaled():
     torch.testing.assert_close(k_module(x, 0.5), x + 0.5 * delta, atol=1e-6, rtol=0)
     torch.testing.assert_close(k_module(x, -1.0), x - delta, atol=1e-6, rtol=0)
     assert hn.apply(torch.ones(1, 2, 24), torch.ones(1, 2, 24), 1.0)[0].shape[-1] == 24  # no module: unchanged
+
+
+def test_for_inference_leaves_the_shared_network_alone():
+    hn = Hypernetwork(enable_sizes=[16], layer_structure=[1, 2, 1], add_layer_norm=True)
+    assert hn.for_inference("cpu", torch.float32) is hn  # already where it must run
+    half = hn.for_inference("cpu", torch.float16)  # fp16 on the CPU: A1111 keeps fp32 weights there too
+    assert half is hn
+    bf16_meta = hn.for_inference("meta", torch.float32)
+    assert bf16_meta is not hn and bf16_meta.layers[16][0].linear[0].weight.device.type == "meta"
+    assert hn.layers[16][0].linear[0].weight.device.type == "cpu"
+    assert hn.for_inference("meta") is bf16_meta  # kept
+    with torch.no_grad():
+        hn.layers[16][0].linear[0].weight.add_(1.0)  # weights changed (training): a fresh copy
+    assert hn.for_inference("meta") is not bf16_meta
