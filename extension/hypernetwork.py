@@ -189,15 +189,16 @@ class HypernetworkModule(torch.nn.Module):
         m = 1.0 if self.training else (self.multiplier if multiplier is None else multiplier)
         if m == 0:
             return x
-        if x.device.type == "cuda" and x.dtype in (torch.float16, torch.bfloat16):
-            # A half-precision model: AUTOMATIC1111 runs the modules under autocast (half matmuls, LayerNorm in
-            # fp32), and so do we. ``Hypernetwork.for_inference`` keeps half copies of the Linear weights so
-            # autocast does not cast them at every call.
-            with torch.autocast("cuda", dtype=x.dtype):
-                out = self.linear(x)
-        else:
-            out = self.linear(x.to(self.linear[0].weight.dtype))
-        return x + out.to(x.dtype) * m
+        # Each layer with weights runs in its weights' dtype: fp32 throughout for AUTOMATIC1111's fp32 weights;
+        # with ``Hypernetwork.for_inference``'s half copies (half Linear, fp32 LayerNorm) exactly what autocast
+        # computes in AUTOMATIC1111 on a half-precision model, without autocast's per-call weight casts.
+        h = x
+        for layer in self.linear:
+            weight = getattr(layer, "weight", None)
+            if weight is not None and h.dtype != weight.dtype:
+                h = h.to(weight.dtype)
+            h = layer(h)
+        return x + h.to(x.dtype) * m
 
     def trainables(self) -> list[torch.Tensor]:
         return [p for layer in self.linear if isinstance(layer, (torch.nn.Linear, torch.nn.LayerNorm))
@@ -270,8 +271,8 @@ class Hypernetwork:
         """This network ready to run beside a model on ``device`` in ``dtype``; this object is not changed.
 
         On CPU, or with an fp32 model, the weights are fp32 (as AUTOMATIC1111 keeps them). On CUDA with a
-        half-precision model the Linear weights are copied to that precision once (LayerNorm stays fp32), which
-        is exactly what autocast would compute from the fp32 weights at every call. Copies are kept, and made
+        half-precision model the Linear weights are copied to that precision once (LayerNorm stays fp32): the
+        matmuls autocast runs in AUTOMATIC1111, from weights cast once instead of at every call. Copies are kept, and made
         afresh when this network's weights have changed since (training).
         """
         device = torch.device(device)
