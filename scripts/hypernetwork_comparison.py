@@ -20,7 +20,7 @@ from extension.infotext import quote
 from extension.prompt import hypernetwork_requests, parse_prompt
 from extension.ui.callbacks import Script
 from extension.ui.comparison import draw_grid, multiplier_label, parse_multipliers, plan_prompts
-from extension.ui.state import Generation
+from extension.processing import Txt2ImgResult
 from extension.ui.txt2img import GradioProgress
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class StrengthComparison(Script):
         ctx.job.job_count = len(cells)  # the host began the job; it has this many images
         tracker = GradioProgress(progress, jobs=len(cells))
         images = [[None] * len(multipliers) for _ in names]
-        out = Generation()
+        out = Txt2ImgResult(request=request)
         messages: list[str] = []
         for i, cell in enumerate(cells):
             if ctx.job.interrupt_event is not None and ctx.job.interrupt_event.is_set():

@@ -129,7 +129,7 @@ class Script:
         return []
 
     def run(self, ctx, request, *values, progress=None):
-        """Generate in place of plain txt2img; return a :class:`extension.ui.state.Generation`."""
+        """Generate in place of plain txt2img; return a :class:`extension.processing.Txt2ImgResult`."""
         raise NotImplementedError
 
 

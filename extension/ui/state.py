@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..library import HypernetworkLibrary
+from ..processing import Txt2ImgResult
 from .callbacks import Callbacks, GenerateHook, SettingSpec, load_scripts
 
 log = logging.getLogger(__name__)
@@ -154,29 +155,6 @@ class JobStatus:
         return max(0.0, elapsed / done - elapsed)
 
 
-@dataclasses.dataclass
-class Generation:
-    """What one press of Generate produced, as the UI shows it."""
-
-    images: list = dataclasses.field(default_factory=list)  # PIL images
-    infotexts: list[str] = dataclasses.field(default_factory=list)
-    seeds: list[int] = dataclasses.field(default_factory=list)
-    messages: list[str] = dataclasses.field(default_factory=list)
-    paths: list[str] = dataclasses.field(default_factory=list)
-    interrupted: bool = False
-
-    @classmethod
-    def from_result(cls, result: Any) -> "Generation":
-        """Adapt :func:`extension.processing.txt2img`'s result."""
-        def listed(name):
-            value = getattr(result, name, None)
-            return list(value) if value is not None else []
-
-        return cls(images=listed("images"), infotexts=listed("infotexts"), seeds=listed("seeds"),
-                   messages=[str(m) for m in listed("messages")], paths=[str(p) for p in listed("paths")],
-                   interrupted=bool(getattr(result, "interrupted", False)))
-
-
 class AppState:
     """Everything the running app shares: made by :func:`build_state`, passed to scripts as ``ctx``."""
 
@@ -245,7 +223,7 @@ class AppState:
         return request, messages
 
     def generate(self, request, progress: Callable[[int, int], None] | None = None, *, job_no: int = 0,
-                 hooks: bool = True) -> Generation:
+                 hooks: bool = True) -> Txt2ImgResult:
         """One txt2img call through :mod:`extension.processing`, under the device lock.
 
         ``progress(step, total)`` is called after each sampling step; the interrupt of the current job (see
@@ -269,13 +247,12 @@ class AppState:
 
             result = processing.txt2img(request, model, self.library, outdir=self.outdir, progress=on_step,
                                         interrupt=interrupt)
-            generation = Generation.from_result(result)
-            generation.messages[:0] = messages
+            result.messages[:0] = messages
             if interrupt is not None and interrupt.is_set():
-                generation.interrupted = True
+                result.interrupted = True
             if hooks:
-                self.callbacks.call_each("after_generate", self, request, generation)
-            return generation
+                self.callbacks.call_each("after_generate", self, request, result)
+            return result
 
     # -- previews ------------------------------------------------------------------------------------------
     def preview_data_uri(self, path: Path, size: int = 256) -> str | None:

@@ -14,7 +14,8 @@ from typing import Any
 import gradio as gr
 
 from .. import samplers
-from .state import AppState, Generation
+from ..processing import Txt2ImgResult
+from .state import AppState
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +80,15 @@ def resolve_seed(seed: Any) -> int:
     return draw(seed)
 
 
-def gallery_value(generation: Generation) -> list:
+def gallery_value(generation: Txt2ImgResult) -> list:
     """What the gallery shows: the saved files (their PNG keeps the infotext) or the images."""
     if generation.paths and len(generation.paths) == len(generation.images):
-        return list(generation.paths)
+        return [str(path) for path in generation.paths]
     return list(generation.images)
 
 
-def result_state(generation: Generation) -> dict:
-    return {"images": list(generation.images), "paths": list(generation.paths),
+def result_state(generation: Txt2ImgResult) -> dict:
+    return {"images": list(generation.images), "paths": [str(path) for path in generation.paths],
             "infotexts": list(generation.infotexts), "seeds": list(generation.seeds)}
 
 
