@@ -216,6 +216,23 @@ def save_pipeline(unet, vae, text_encoder, outdir: Path) -> None:
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
+def _optimization_step(unet, text_encoder, latent_dist, captions, batch_size, scheduler, generator, optimizer,
+                       schedule, parameters) -> torch.Tensor:
+    """One step on a random batch: sample latents from the cached ``(mean, std)``, pick captions, take the
+    diffusion loss, clip gradients at 1.0, step the optimizer and the learning-rate schedule."""
+    mean, std = latent_dist
+    index = torch.randint(len(mean), (batch_size,), generator=generator, device=mean.device)
+    latents = mean[index] + std[index] * torch.randn(mean[index].shape, generator=generator, device=mean.device)
+    ids = pick_captions(*captions, index, generator)
+    loss = diffusion_loss(unet, text_encoder, latents, ids, scheduler, generator)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+    optimizer.step()
+    schedule.step()
+    return loss
+
+
 def train_demo_model(outdir, steps: int = 3000, seed: int = 0, device: str | None = None, *,
                      vae_steps: int = 1000, batch_size: int = 128, vae_batch_size: int = 64,
                      dataset_size: int = 20000, learning_rate: float = 1e-3, workers: int | None = None,
@@ -269,15 +286,8 @@ def train_demo_model(outdir, steps: int = 3000, seed: int = 0, device: str | Non
         if time_limit is not None and step % 50 == 0 and say.elapsed() > time_limit:
             say(f"time limit reached: stopping at step {step} of {steps}")
             break
-        index = torch.randint(len(mean), (batch_size,), generator=generator, device=dev)
-        latents = mean[index] + std[index] * torch.randn(mean[index].shape, generator=generator, device=dev)
-        ids = pick_captions(full, short, empty, index, generator)
-        loss = diffusion_loss(unet, text_encoder, latents, ids, scheduler, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        schedule.step()
+        loss = _optimization_step(unet, text_encoder, (mean, std), (full, short, empty), batch_size, scheduler,
+                                  generator, optimizer, schedule, parameters)
         ema.update(step)
         steps_done = step + 1
         running = _smooth(running, loss, 0.99)
@@ -342,15 +352,8 @@ def train_demo_hypernetwork(model_dir, out_path, steps: int = 3000, seed: int = 
     running = None
     with hypernetwork_applied(unet, network, 1.0):
         for step in range(steps):
-            index = torch.randint(len(mean), (batch_size,), generator=generator, device=dev)
-            latents = mean[index] + std[index] * torch.randn(mean[index].shape, generator=generator, device=dev)
-            ids = pick_captions(full, short, empty, index, generator)
-            loss = diffusion_loss(unet, text_encoder, latents, ids, scheduler, generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-            optimizer.step()
-            schedule.step()
+            loss = _optimization_step(unet, text_encoder, (mean, std), (full, short, empty), batch_size, scheduler,
+                                      generator, optimizer, schedule, parameters)
             running = _smooth(running, loss, 0.99)
             if (step + 1) % 500 == 0 or step + 1 == steps:
                 say(f"hypernetwork step {step + 1}/{steps}: loss {running.item():.4f}")
