@@ -22,7 +22,7 @@ import gradio as gr
 
 from .callbacks import SettingSpec
 from .state import AppState, ServeOptions, build_state
-from .txt2img import PageUI, build_txt2img_tab, messages_html
+from .txt2img import PageUI, build_script_tab, build_txt2img_tab, messages_html
 
 log = logging.getLogger(__name__)
 
@@ -227,12 +227,7 @@ def build_blocks(ctx: AppState) -> tuple[gr.Blocks, PageUI]:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
                 build_txt2img_tab(ctx, ui, info)
             for tab in ctx.callbacks.collect("ui_tabs", ctx):
-                with gr.Tab(tab.title, id=tab.elem_id, elem_id=tab.elem_id):
-                    try:
-                        tab.build(ctx, None)
-                    except Exception:  # noqa: BLE001
-                        log.exception("tab %r failed to build", tab.title)
-                        gr.Markdown(f"The {tab.title} tab failed to build; see the server console.")
+                build_script_tab(ctx, tab, None)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings") as settings_tab:
                 ui.settings_applied, setting_components, setting_specs = build_settings_tab(ctx, ui)
 

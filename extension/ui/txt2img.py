@@ -80,6 +80,17 @@ def resolve_seed(seed: Any) -> int:
     return draw(seed)
 
 
+def build_script_tab(ctx, tab, ui) -> None:
+    """A tab a script registered (a :class:`~extension.ui.callbacks.UiTab`); one that fails to build says so
+    in its place instead of breaking the page."""
+    with gr.Tab(tab.title, id=tab.elem_id, elem_id=tab.elem_id):
+        try:
+            tab.build(ctx, ui)
+        except Exception:  # noqa: BLE001
+            log.exception("tab %r failed to build", tab.title)
+            gr.Markdown(f"The {tab.title} tab failed to build; see the server console.")
+
+
 def gallery_value(generation: Txt2ImgResult) -> list:
     """What the gallery shows: the saved files (their PNG keeps the infotext) or the images."""
     if generation.paths and len(generation.paths) == len(generation.images):
@@ -208,12 +219,7 @@ def build_txt2img_tab(ctx: AppState, ui: PageUI, model_info: dict) -> None:
                         script_inputs.extend(components)
                 extra_tabs = ctx.callbacks.collect("extra_networks_tabs", ctx, ui)
                 for tab in extra_tabs:
-                    with gr.Tab(tab.title, id=tab.elem_id, elem_id=tab.elem_id):
-                        try:
-                            tab.build(ctx, ui)
-                        except Exception:  # noqa: BLE001
-                            log.exception("tab %r failed to build", tab.title)
-                            gr.Markdown(f"The {tab.title} tab failed to build; see the server console.")
+                    build_script_tab(ctx, tab, ui)
         with gr.Column(scale=1, min_width=320, elem_id="txt2img_results"):
             ui.gallery = gr.Gallery(label="Output", elem_id="txt2img_gallery", columns=4, height=420,
                                     object_fit="contain", format="png", preview=True, interactive=False,
