@@ -10,7 +10,9 @@ V. That is AUTOMATIC1111's ``apply_hypernetworks``, number for number.
 
 Nothing about a request is stored on the model: the active list travels with the call, so concurrent
 generations sharing one UNet cannot see each other's networks (the pipeline object itself is not
-re-entrant; give each thread its own view, ``Pipeline.from_pipe(base)``). Layers the call's networks do
+re-entrant; give each thread its own view, ``Pipeline.from_pipe(base, tokenizer=copy.deepcopy(base.tokenizer))``,
+with its own tokenizer when the pipeline tokenizes: a fast tokenizer keeps its padding setting on the shared
+Rust object, and diffusers' ``encode_prompt`` changes it twice per call). Layers the call's networks do
 not touch, and calls with no networks, go to the processor that was there before, so a model with no
 active hypernetwork gives bit-identical results to the unpatched one.
 

@@ -1,6 +1,7 @@
 """The attention patch: same numbers as applying the modules by hand on to_k / to_v inputs, per call."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import threading
@@ -234,8 +235,11 @@ def test_concurrent_generations_do_not_leak(pipe):
     jobs = [[(FULL, 1.0)], [], [(SECOND, -0.8), (CROSS_ONLY, 1.0)], [(SELF_ONLY, 1.5)]]
 
     def generate(networks, seed):
-        # a view per thread: shares the UNet (and its processors) but not the pipeline's per-call state
-        view = StableDiffusionPipeline.from_pipe(pipe, scheduler=type(pipe.scheduler).from_config(pipe.scheduler.config))
+        # A view per thread: shares the UNet (and its processors) but not the pipeline's per-call state. The
+        # tokenizer is copied too: diffusers tokenizes with two padding settings in turn, and a fast tokenizer
+        # keeps its padding setting on the (shared) Rust object, so threads sharing one can swap each other's.
+        view = StableDiffusionPipeline.from_pipe(pipe, tokenizer=copy.deepcopy(pipe.tokenizer),
+                                                 scheduler=type(pipe.scheduler).from_config(pipe.scheduler.config))
         view.set_progress_bar_config(disable=True)
         kwargs = {"cross_attention_kwargs": {"hypernetworks": ActiveHypernetworks(networks)}} if networks else {}
         return view("a blue square", num_inference_steps=2, height=32, width=32, output_type="pt",
