@@ -23,9 +23,16 @@ def folder(tmp_path_factory):
     return path
 
 
+OTHER_CHECKPOINT = "tiny-other"  # a diffusers folder in the checkpoints folder (the random demo model, seed 1)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, folder):
-    with Server(tmp_path_factory.mktemp("server"), folder) as running:
+    from extension.demo.architecture import build_random_pipeline
+
+    tmp = tmp_path_factory.mktemp("server")
+    build_random_pipeline(seed=1).save_pretrained(tmp / "checkpoints" / OTHER_CHECKPOINT)
+    with Server(tmp, folder) as running:
         yield running
         if running.process.poll() is not None:
             print(running.log())
@@ -300,3 +307,50 @@ def test_default_multiplier_setting_is_what_a_click_inserts(page):
         set_number(page, "setting_extra_networks_default_multiplier", 1)
         page.locator("#settings_apply").click()
         expect(page.locator("#settings_result")).to_contain_text("1 setting changed")
+
+
+# -- the device queue and the checkpoint -------------------------------------------------------------------
+def test_a_second_generation_waits_in_the_queue_and_sees_its_place(page, browser, server):
+    """One generation at a time on the device: a second page's Generate shows its queue place, then runs."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        second = context.new_page()
+        second.set_default_timeout(TIMEOUT)
+        second.goto(server.url)
+        second.wait_for_selector("#txt2img_generate", state="visible")
+        small_images(second)
+        prompt_box(second).fill("a green triangle")
+
+        small_images(page, steps=150)  # long enough to be caught running; interrupted below
+        set_number(page, "txt2img_batch_count", 8)
+        prompt_box(page).fill("a red circle")
+        page.locator("#txt2img_generate").click()
+        expect(page.locator("#txt2img_gallery")).to_contain_text(re.compile(r"\d+/\S+ steps"))  # running (1.2k steps)
+
+        second.locator("#txt2img_generate").click()
+        expect(second.locator("#txt2img_gallery")).to_contain_text(re.compile(r"queue: 1/1"))
+        screenshot(second, "txt2img-queued")
+        page.locator("#txt2img_interrupt").click()
+        wait_for_infotext(second, r"a green triangle")
+        expect(page.locator("#txt2img_messages")).to_contain_text("Interrupted")
+    finally:
+        context.close()
+
+
+def test_switching_checkpoints_in_the_dropdown(page):
+    """The checkpoint dropdown lists the folder; choosing one loads it and the next image names it."""
+    dropdown = page.locator("#setting_sd_model_checkpoint input")
+    try:
+        dropdown.click()
+        page.get_by_role("option", name=OTHER_CHECKPOINT).click()
+        expect(dropdown).to_have_value(OTHER_CHECKPOINT)
+        small_images(page)
+        prompt_box(page).fill("a blue square")
+        page.locator("#txt2img_generate").click()
+        wait_for_infotext(page, rf"Model: {OTHER_CHECKPOINT}\b")
+        screenshot(page, "checkpoint-switched")
+    finally:
+        dropdown.click()
+        page.get_by_role("option", name="demo", exact=False).first.click()
+    page.locator("#txt2img_generate").click()
+    wait_for_infotext(page, r"Model: demo")
