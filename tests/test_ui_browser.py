@@ -302,6 +302,9 @@ def test_default_multiplier_setting_is_what_a_click_inserts(page):
         prompt_box(page).fill("")
         card(page, "demo_style").click()
         expect(prompt_box(page)).to_have_value("<hypernet:demo_style:0.7>")
+        page.reload()  # a page opened after the change shows the saved value
+        page.get_by_role("tab", name="Settings").click()
+        expect(page.locator("#setting_extra_networks_default_multiplier input[type=number]")).to_have_value("0.7")
     finally:
         page.get_by_role("tab", name="Settings").click()
         set_number(page, "setting_extra_networks_default_multiplier", 1)

@@ -231,13 +231,19 @@ def build_blocks(ctx: AppState) -> tuple[gr.Blocks, PageUI]:
             with gr.Tab("Settings", id="settings", elem_id="tab_settings") as settings_tab:
                 ui.settings_applied, setting_components, setting_specs = build_settings_tab(ctx, ui)
 
-        def refresh_dropdown_settings():
+        # The form was built at start-up: a page opened later gets the settings as saved now. Opening the tab
+        # only renews the dropdowns' choices (new checkpoints, ...); it never overwrites what is being typed.
+        def saved_settings():
             return [gr.update(choices=setting_choices(ctx, spec), value=ctx.settings.get(spec.key))
                     if spec.component == "dropdown" else gr.update(value=ctx.settings.get(spec.key))
                     for spec in setting_specs]
 
-        settings_tab.select(refresh_dropdown_settings, None, setting_components, api_visibility="private",
-                            queue=False)
+        def dropdown_choices():
+            return [gr.update(choices=setting_choices(ctx, spec)) if spec.component == "dropdown" else gr.update()
+                    for spec in setting_specs]
+
+        demo.load(saved_settings, None, setting_components, api_visibility="private", queue=False)
+        settings_tab.select(dropdown_choices, None, setting_components, api_visibility="private", queue=False)
 
         def refresh_checkpoint_list():
             return gr.update(choices=checkpoint_choices(ctx), value=model_value(ctx.loaded_model()))
