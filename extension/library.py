@@ -36,10 +36,14 @@ class LibraryEntry:
     ctime: float
     preview: Path | None
     description_path: Path | None
+    mtime_ns: int = 0
+    inode: int = 0
 
     @property
-    def identity(self) -> tuple[str, int, float]:
-        return str(self.path), self.size, self.mtime
+    def identity(self) -> tuple[str, int, int, int]:
+        """What tells one version of the file from another: an edit in place changes the size or the mtime,
+        and a save (written beside, then renamed over) also changes the inode, even within one mtime tick."""
+        return str(self.path), self.size, self.mtime_ns, self.inode
 
     @property
     def local_preview(self) -> Path:
@@ -105,7 +109,8 @@ def _scan(root: Path) -> list[LibraryEntry]:
                                 if f"{stem}{ext}" in present), None)
             found.append(LibraryEntry(
                 name=stem, path=path, rel_path=path.relative_to(root).as_posix(), size=stat.st_size,
-                mtime=stat.st_mtime, ctime=stat.st_ctime, preview=preview, description_path=description))
+                mtime=stat.st_mtime, ctime=stat.st_ctime, preview=preview, description_path=description,
+                mtime_ns=stat.st_mtime_ns, inode=stat.st_ino))
     return _unique_names(found)
 
 

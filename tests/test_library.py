@@ -93,8 +93,7 @@ def test_refresh_notices_added_changed_and_removed(folder):
     (folder / "plain_linear.pt").unlink()
     shutil.copy(A1111_FIXTURES / "novelai_old_format.pt", folder / "added.pt")
     newer = Hypernetwork(name="fresh", enable_sizes=[32, 64])
-    newer.step = 7
-    time.sleep(0.01)
+    newer.step = 7  # same file size as before: the header says 7 where it said 0
     newer.save(folder / "styles" / "fresh.safetensors")
     report = library.refresh()
     assert report.added == ("added",) and report.removed == ("plain_linear",) and report.changed == ("fresh",)
