@@ -7,7 +7,8 @@ One call of :func:`txt2img` is one A1111 "Generate": ``n_iter`` batches of ``bat
 2. take the ``<hypernet:NAME:MULT>`` tags out of the prompt (:mod:`extension.prompt`), load the networks
    (:class:`~extension.library.HypernetworkLibrary`), warn about networks that do not fit the model;
 3. encode prompt and negative prompt with A1111's emphasis, chunking and CLIP skip
-   (:mod:`extension.prompt_parser`) and pass the embeddings to the pipeline;
+   (:mod:`extension.prompt_parser`), each text their prompt editing schedules (:mod:`extension.prompt_schedule`),
+   pass the first step's embeddings to the pipeline and switch them between steps where the text changes;
 4. draw each image's initial noise from its own CPU generator (same images on any device), run the
    pipeline with the networks passed per call (``cross_attention_kwargs``), report progress and stop
    between steps when ``interrupt`` is set;
@@ -28,6 +29,7 @@ import datetime
 import inspect
 import os
 import random
+import re
 import threading
 from pathlib import Path
 from typing import Callable
@@ -38,7 +40,7 @@ from .attention import (KWARG, ActiveHypernetworks, attention_widths, compatibil
                         install_hypernetwork_processors, for_model)
 from .infotext import format_infotext, generation_parameters, hypernet_hashes, parse_infotext
 from .prompt import hypernetwork_requests, parse_prompt
-from .prompt_parser import encode
+from .prompt_parser import Conditioning, ScheduledConditioning
 from .samplers import DEFAULT_SAMPLER, build_scheduler, resolve_sampler
 
 MAX_SEED = 4294967294  # A1111 draws random seeds below this
@@ -236,6 +238,29 @@ def output_directory(outdir: Path, when: datetime.date | None = None) -> Path:
     return Path(outdir) / OUTPUT_SUBDIR / (when or datetime.date.today()).isoformat()
 
 
+def loop_tensor_names(pipe) -> list[str]:
+    """The sampling loop's tensors a step callback must see to change the conditioning."""
+    names = ["latents", "prompt_embeds"]
+    return names + ["add_text_embeds"] if "add_text_embeds" in pipe._callback_tensor_inputs else names
+
+
+def loop_conditioning(pipe, conditioning: Conditioning, batch_size: int, current: dict) -> dict:
+    """``conditioning`` as the pipeline's loop holds it (negative batch first when CFG is on), in the dtype
+    and on the device of what it replaces."""
+    kwargs = conditioning.pipeline_kwargs(batch_size)
+
+    def batched(negative, positive, like):
+        tensor = torch.cat([negative, positive]) if pipe.do_classifier_free_guidance else positive
+        return tensor.to(device=like.device, dtype=like.dtype)
+
+    tensors = {"prompt_embeds": batched(kwargs["negative_prompt_embeds"], kwargs["prompt_embeds"],
+                                        current["prompt_embeds"])}
+    if "add_text_embeds" in current:
+        tensors["add_text_embeds"] = batched(kwargs["negative_pooled_prompt_embeds"],
+                                             kwargs["pooled_prompt_embeds"], current["add_text_embeds"])
+    return tensors
+
+
 def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = None,
             progress: ProgressCallback | None = None, interrupt: threading.Event | None = None) -> Txt2ImgResult:
     """Generate images for ``request`` with ``model`` (a :class:`~extension.models.LoadedModel`).
@@ -258,14 +283,17 @@ def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = No
 
     text, resolved, network_messages = resolve_hypernetworks(request.prompt, model, library)
     messages.extend(network_messages)
+    if any(re.search(r"\bAND\b", prompt) for prompt in (text, request.negative_prompt)):
+        messages.append("AND (composable prompts) is not supported: the prompt is encoded as one text.")
     active = ActiveHypernetworks(for_model([(entry.network, entry.multiplier) for entry in resolved], pipe))
     cross_attention_kwargs = None
     if active:
         install_hypernetwork_processors(pipe)
         cross_attention_kwargs = {KWARG: active}
 
-    conditioning = encode(pipe, text, request.negative_prompt, clip_skip=request.clip_skip,
-                          architecture=architecture)
+    conditioning = ScheduledConditioning(pipe, text, request.negative_prompt,
+                                         choice.sampler.total_steps(request.steps),
+                                         clip_skip=request.clip_skip, architecture=architecture)
     hashes = hypernet_hashes((entry.name, entry.network.shorthash()) for entry in resolved)
     result = Txt2ImgResult(messages=messages, request=request,
                            hypernetworks=[(entry.name, entry.multiplier) for entry in resolved])
@@ -281,21 +309,24 @@ def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = No
         view = pipeline_view(pipe, build_scheduler(choice, pipe.scheduler.config, seeds=batch_seeds))
         latents, generators = initial_noise(pipe, batch_seeds, request.width, request.height)
 
-        def on_step_end(p, step, timestep, callback_kwargs, batch=batch):
+        def on_step_end(p, step, timestep, callback_kwargs, batch=batch, batch_size=len(batch_seeds)):
             nonlocal done
             done = batch * p.num_timesteps + step + 1
             if progress is not None:
                 progress(done, p.num_timesteps * request.n_iter)
             if interrupt is not None and interrupt.is_set():
                 p._interrupt = True
+            if conditioning.key(step + 1) != conditioning.key(step):  # prompt editing: the next text
+                callback_kwargs.update(loop_conditioning(p, conditioning.at(step + 1), batch_size, callback_kwargs))
             return callback_kwargs
 
         output = view(
-            **conditioning.pipeline_kwargs(len(batch_seeds)),
+            **conditioning.at(0).pipeline_kwargs(len(batch_seeds)),
             num_inference_steps=request.steps, guidance_scale=request.cfg_scale,
             width=request.width, height=request.height,
             latents=latents.to(device=view.unet.device, dtype=view.unet.dtype), generator=generators,
             cross_attention_kwargs=cross_attention_kwargs, callback_on_step_end=on_step_end, output_type="pil",
+            callback_on_step_end_tensor_inputs=loop_tensor_names(view) if conditioning.varies else ["latents"],
         )
         for image, seed in zip(output.images, batch_seeds):
             params = generation_parameters(

@@ -16,7 +16,8 @@ What A1111 does, and so what this does:
 - Negative and positive conditionings of different lengths are padded with the encoding of the empty
   prompt (A1111's "pad prompt/negative prompt to be same length"), since diffusers batches them together.
 
-Prompt-editing syntax (``[a:b:0.5]``, ``[a|b]``) and textual-inversion embeddings are not handled.
+Prompt editing (``[a:b:0.5]``, ``[a|b]``) is parsed in :mod:`extension.prompt_schedule`;
+:class:`ScheduledConditioning` encodes each text it schedules. Textual-inversion embeddings are not handled.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ import re
 from typing import Sequence
 
 import torch
+
+from .prompt_schedule import index_at, prompt_schedule
 
 ROUND_BRACKET_MULTIPLIER = 1.1
 SQUARE_BRACKET_MULTIPLIER = 1 / 1.1
@@ -357,3 +360,36 @@ def encode(pipe, prompt: str, negative_prompt: str, *, clip_skip: int = 1,
     if is_sdxl(pipe):
         return encode_sdxl(pipe, prompt, negative_prompt)
     return encode_sd(pipe, prompt, negative_prompt, clip_skip=clip_skip, architecture=architecture)
+
+
+class ScheduledConditioning:
+    """The conditioning of each UNet evaluation of one generation, following prompt editing.
+
+    ``steps`` is what A1111 schedules over (:meth:`SamplerSpec.total_steps`: UNet evaluations). Every
+    (prompt text, negative text) pair the schedules reach is encoded up front, once, and padded to a common
+    length as A1111 pads them at each step; :meth:`at` only looks up. Nothing changes after construction.
+    """
+
+    def __init__(self, pipe, prompt: str, negative_prompt: str, steps: int, *, clip_skip: int = 1,
+                 architecture: str | None = None):
+        self.cond_schedule = prompt_schedule(prompt, steps)
+        self.uncond_schedule = prompt_schedule(negative_prompt, steps)
+        # past the last entry A1111 goes back to the first, so steps 0..steps cover every pair there is
+        self._keys = [(index_at(self.cond_schedule, step), index_at(self.uncond_schedule, step))
+                      for step in range(steps + 1)]
+        self._conditionings = {
+            key: encode(pipe, self.cond_schedule[key[0]][1], self.uncond_schedule[key[1]][1],
+                        clip_skip=clip_skip, architecture=architecture)
+            for key in dict.fromkeys(self._keys)}
+
+    @property
+    def varies(self) -> bool:
+        """Whether the conditioning changes during sampling."""
+        return len(self._conditionings) > 1
+
+    def key(self, step: int) -> tuple[int, int]:
+        """Which (prompt, negative prompt) schedule entries evaluation ``step`` (0-based) uses."""
+        return self._keys[step] if 0 <= step < len(self._keys) else self._keys[0]
+
+    def at(self, step: int) -> Conditioning:
+        return self._conditionings[self.key(step)]

@@ -41,6 +41,12 @@ class SamplerSpec:
     supported_schedules: tuple[str, ...] | None = None  # None = every available schedule type
     approximate: bool = False  # diffusers' closest relative, not the same algorithm
     brownian_noise: bool = False  # seeds its Brownian tree from the image seeds (A1111 does)
+    second_order: bool = False  # two UNet evaluations per step, here as in A1111
+
+    def total_steps(self, steps: int) -> int:
+        """UNet evaluations A1111 plans for ``steps`` (what prompt-editing schedules count): twice the steps
+        for second-order samplers."""
+        return steps * 2 if self.second_order else steps
 
     def api_item(self) -> dict:
         """The item of ``GET /sdapi/v1/samplers``."""
@@ -76,13 +82,14 @@ SAMPLERS: tuple[SamplerSpec, ...] = (
                 (("algorithm_type", "dpmsolver++"), ("solver_order", 2), ("solver_type", "midpoint")),
                 default_schedule="karras"),
     SamplerSpec("DPM++ SDE", ("k_dpmpp_sde",), "DPMSolverSDEScheduler", default_schedule="karras",
-                brownian_noise=True),
+                brownian_noise=True, second_order=True),
     SamplerSpec("DPM++ 2M SDE", ("k_dpmpp_2m_sde",), "DPMSolverMultistepScheduler",
                 (("algorithm_type", "sde-dpmsolver++"), ("solver_order", 2), ("solver_type", "midpoint")),
                 default_schedule="exponential"),
     SamplerSpec("DPM++ 2M SDE Heun", ("k_dpmpp_2m_sde_heun",), "DPMSolverMultistepScheduler",
                 (("algorithm_type", "sde-dpmsolver++"), ("solver_order", 2), ("solver_type", "heun")),
                 default_schedule="exponential", approximate=True),
+    # A1111 runs it with two evaluations per step; diffusers' single-step solver with one (hence approximate).
     SamplerSpec("DPM++ 2S a", ("k_dpmpp_2s_a",), "DPMSolverSinglestepScheduler",
                 (("algorithm_type", "dpmsolver++"), ("solver_order", 2), ("lower_order_final", True)),
                 default_schedule="karras", approximate=True),
@@ -93,9 +100,9 @@ SAMPLERS: tuple[SamplerSpec, ...] = (
                 supported_schedules=_SPACING_ONLY),
     SamplerSpec("Euler", ("k_euler",), "EulerDiscreteScheduler"),
     SamplerSpec("LMS", ("k_lms",), "LMSDiscreteScheduler"),
-    SamplerSpec("Heun", ("k_heun",), "HeunDiscreteScheduler"),
-    SamplerSpec("DPM2", ("k_dpm_2",), "KDPM2DiscreteScheduler"),
-    SamplerSpec("DPM2 a", ("k_dpm_2_a",), "KDPM2AncestralDiscreteScheduler"),
+    SamplerSpec("Heun", ("k_heun",), "HeunDiscreteScheduler", second_order=True),
+    SamplerSpec("DPM2", ("k_dpm_2",), "KDPM2DiscreteScheduler", second_order=True),
+    SamplerSpec("DPM2 a", ("k_dpm_2_a",), "KDPM2AncestralDiscreteScheduler", second_order=True),
     SamplerSpec("DPM fast", ("k_dpm_fast",), None),
     SamplerSpec("DPM adaptive", ("k_dpm_ad",), None),
     SamplerSpec("Restart", ("restart",), None, default_schedule="karras"),

@@ -316,6 +316,79 @@ def test_concurrent_txt2img_with_different_networks(model, library):
         assert same_images(got, expected)
 
 
+# -- prompt editing ---------------------------------------------------------------------------------------------
+class UNetCalls:
+    """The text context (and SDXL's pooled text embeds) of every UNet call, in order."""
+
+    def __init__(self, pipe):
+        self.contexts, self.pooled = [], []
+        self._handle = pipe.unet.register_forward_pre_hook(self._record, with_kwargs=True)
+
+    def _record(self, module, args, kwargs):
+        self.contexts.append(kwargs["encoder_hidden_states"].clone())
+        added = kwargs.get("added_cond_kwargs") or {}
+        if "text_embeds" in added:
+            self.pooled.append(added["text_embeds"].clone())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._handle.remove()
+
+
+def cfg_batch(conditioning, pooled=False):
+    if pooled:
+        return torch.cat([conditioning.negative_pooled_prompt_embeds, conditioning.pooled_prompt_embeds])
+    return torch.cat([conditioning.negative_prompt_embeds, conditioning.prompt_embeds])
+
+
+@pytest.mark.parametrize("sampler,steps,switch_after", [
+    ("Euler a", 4, 2),  # [(2, red), (4, blue)]: calls 0, 1, 2 are red, call 3 blue (A1111's "step <= end")
+    ("Heun", 3, 3),  # second order: scheduled over 6 calls, of which Heun makes 5; 0.5 of 6 is 3
+])
+def test_prompt_editing_switches_the_text_at_a1111s_call(model, library, sampler, steps, switch_after):
+    pipe = model.pipe
+    red, blue = encode_sd(pipe, "a red circle", "blurry"), encode_sd(pipe, "a blue square", "blurry")
+    with UNetCalls(pipe) as calls:
+        txt2img(request("[a red circle:a blue square:0.5]", sampler_name=sampler, steps=steps), model, library)
+    assert len(calls.contexts) == (2 * steps - 1 if sampler == "Heun" else steps)
+    for call, context in enumerate(calls.contexts):
+        assert torch.equal(context, cfg_batch(red if call <= switch_after else blue)), call
+
+
+def test_prompt_editing_images(model, library):
+    def make(prompt, **changes):
+        return txt2img(request(prompt, steps=6, **changes), model, library)
+
+    red, blue = make("a red circle"), make("a blue square")
+    assert same_images(make("[a red circle:a blue square:1.0]"), red)
+    assert same_images(make("[a red circle:a blue square:0]"), blue)
+    edited = make("[a red circle:a blue square:1]")  # the random model draws most in the first steps
+    assert not same_images(edited, red) and not same_images(edited, blue)
+    assert edited.infotexts[0].startswith("[a red circle:a blue square:1]\n")
+    red_circle = encode_sd(model.pipe, "a red circle", "blurry")
+    blue_circle = encode_sd(model.pipe, "a blue circle", "blurry")
+    with UNetCalls(model.pipe) as calls:
+        assert make("a [red|blue] circle").messages == []
+    # A1111's alternation: schedule steps 1, 2, 3, ... alternate; call 0 and call 1 both use step 1's text
+    expected = [red_circle, red_circle, blue_circle, red_circle, blue_circle, red_circle]
+    assert all(torch.equal(c, cfg_batch(e)) for c, e in zip(calls.contexts, expected, strict=True))
+
+
+def test_negative_prompt_editing_and_tags_inside_edits(model, library):
+    blurry, ugly = encode_sd(model.pipe, "a red circle", "blurry"), encode_sd(model.pipe, "a red circle", "ugly")
+    with UNetCalls(model.pipe) as calls:
+        txt2img(request("a red circle", negative_prompt="[blurry:ugly:1]"), model, library)
+    assert [torch.equal(c, cfg_batch(blurry)) for c in calls.contexts] == [True, True, False]
+    assert torch.equal(calls.contexts[2], cfg_batch(ugly))
+    # tags are read from the whole prompt before scheduling, as in A1111: this one applies at every step
+    tagged = txt2img(request("a red circle [<hypernet:style:0.7>:2]"), model, library)
+    assert tagged.hypernetworks == [("style", 0.7)] and tagged.messages == []
+    composed = txt2img(request("a red circle AND a blue square"), model, library)
+    assert composed.images and "AND (composable prompts) is not supported" in composed.messages[0]
+
+
 # -- SDXL ---------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sdxl_model():
@@ -400,3 +473,15 @@ def test_generate_command_line(tmp_path, capsys):
             f"Size: {IMAGE_SIZE}x{IMAGE_SIZE}") in infotext
     assert "nosuch" in err
     assert main(["--generate", "x", "--ckpt", "missing", "--ckpt-dir", str(tmp_path / "empty")]) == 2
+
+
+def test_sdxl_prompt_editing_switches_the_pooled_embeds_too(sdxl_model):
+    from extension.prompt_parser import encode_sdxl
+
+    pipe = sdxl_model.pipe
+    cat, dog = encode_sdxl(pipe, "a cat", "blurry"), encode_sdxl(pipe, "a dog", "blurry")
+    with UNetCalls(pipe) as calls:
+        txt2img(request("[a cat:a dog:0.5]", steps=4), sdxl_model, None)
+    expected = [cat, cat, cat, dog]
+    assert all(torch.equal(c, cfg_batch(e)) for c, e in zip(calls.contexts, expected, strict=True))
+    assert all(torch.equal(p, cfg_batch(e, pooled=True)) for p, e in zip(calls.pooled, expected, strict=True))
