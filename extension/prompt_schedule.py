@@ -9,9 +9,9 @@
 
 ``prompt_schedule(prompt, steps)`` gives ``[(end_at_step, text), ...]``, as A1111's
 ``get_learned_conditioning_prompt_schedules`` (base steps, the default "new" scheduling), and
-:func:`text_at` picks the entry for a sampling step the way A1111's CFG denoiser does: its step counts
-UNet evaluations (two per step for Heun, DPM2 and DPM++ SDE), and past the last entry it falls back to the
-first one. The parse itself uses A1111's grammar with lark's Earley parser, so ambiguous text splits the
+:func:`text_at` picks the entry for a UNet evaluation the way A1111's CFG denoiser does (its step counts
+evaluations, and second-order samplers such as Heun schedule over twice the steps to match); past the last
+entry it falls back to the first one. The parse itself uses A1111's grammar with lark's Earley parser, so ambiguous text splits the
 same way.
 """
 from __future__ import annotations
@@ -109,7 +109,7 @@ def is_edited(schedule: Schedule) -> bool:
 
 def index_at(schedule: Sequence[tuple[int, str]], step: int) -> int:
     """The entry A1111 uses at denoiser call ``step`` (0-based): the first ending at or after it, else the
-    first entry (what A1111 does past the end, e.g. in the second half of a Heun run)."""
+    first entry (A1111's fallback past the end)."""
     for index, (end, _) in enumerate(schedule):
         if step <= end:
             return index
