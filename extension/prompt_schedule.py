@@ -38,14 +38,14 @@ Schedule = list[tuple[int, str]]
 
 @functools.lru_cache(maxsize=1)
 def _parser():
+    """The grammar compiled once (like a compiled regex: each parse keeps its own state)."""
     import lark
 
     return lark.Lark(GRAMMAR)
 
 
-@functools.lru_cache(maxsize=256)
 def _parse(prompt: str):
-    """The parse tree, or None when the grammar does not accept the prompt. Trees are never changed."""
+    """The parse tree, or None when the grammar does not accept the prompt."""
     import lark
 
     try:
@@ -89,7 +89,7 @@ def prompt_schedule(prompt: str, steps: int) -> Schedule:
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, not {steps}")
-    tree = _parse(prompt)
+    tree = _parse(prompt) if "[" in prompt else None  # no bracket, nothing scheduled: the text as written
     if tree is None:
         return [(steps, prompt)]
     ends = {steps}

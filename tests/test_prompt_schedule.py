@@ -66,6 +66,15 @@ def test_second_order_samplers_schedule_over_twice_the_steps():
     assert resolve_sampler("Euler a", "Automatic").sampler.total_steps(10) == 10
 
 
+@pytest.mark.parametrize("prompt", ["(a:1.2) b, c\\(d\\)", "a|b", "((a) (b:0.5)) :", "x ) ( :"])
+def test_text_without_brackets_is_kept_whole_as_the_parser_keeps_it(prompt):
+    from extension.prompt_schedule import _parse, _render
+
+    tree = _parse(prompt)
+    assert prompt_schedule(prompt, 10) == [(10, prompt)]
+    assert tree is None or _render(tree, 1, 10) == prompt  # the shortcut gives what a parse would
+
+
 def test_bad_step_count():
     with pytest.raises(ValueError):
         prompt_schedule("a", 0)
