@@ -14,6 +14,7 @@ pytest.importorskip("playwright")
 from playwright.sync_api import expect  # noqa: E402
 
 TIMEOUT = 60_000
+expect.set_options(timeout=20_000)  # a slow CI machine, not a wrong page: a wrong value still fails, only later
 
 
 @pytest.fixture(scope="module")
