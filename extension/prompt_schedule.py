@@ -17,6 +17,7 @@ same way.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Sequence
 
 # A1111's schedule grammar (the syntax users write), unchanged so that every prompt parses the same way.
@@ -54,31 +55,48 @@ def _parse(prompt: str):
         return None
 
 
+# What a ``scheduled`` rule must end with: ":" then a number (lark's SIGNED_NUMBER) then "]".
+_SWITCH = re.compile(r":\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*\]")
+
+
+def _may_schedule(prompt: str) -> bool:
+    """Whether the prompt can hold a scheduled or alternating part. When not, the parse (which can take
+    seconds on long runs of brackets) would give back the text as written, so it is skipped."""
+    return "[" in prompt and ("|" in prompt or _SWITCH.search(prompt) is not None)
+
+
 def _switch_step(number: str, steps: int) -> int:
     """Where a ``[...:when]`` switches: a fraction of ``steps`` when written with a point, else a step."""
     value = float(number)
     if "." in number:
         value *= steps
-    return min(steps, int(value))
+    return int(max(-1.0, min(value, steps)))  # A1111's min(steps, int(value)), safe for 1e999 (inf)
 
 
 def _nodes(tree, kind: str):
     return [node for node in tree.iter_subtrees() if node.data == kind]
 
 
-def _render(node, step: int, steps: int) -> str:
+def _render(tree, step: int, steps: int) -> str:
+    """The text at ``step``: every token in order, each scheduled part and alternative resolved (iterative,
+    so deeply nested brackets cannot exhaust the stack)."""
     from lark import Token
 
-    if node is None:
-        return ""
-    if isinstance(node, Token):
-        return node.value
-    if node.data == "scheduled":
-        before, after, _, when, _ = node.children
-        return _render(before, step, steps) if step <= _switch_step(when, steps) else _render(after, step, steps)
-    if node.data == "alternate":
-        return _render(node.children[(step - 1) % len(node.children)], step, steps)
-    return "".join(_render(child, step, steps) for child in node.children)
+    out, stack = [], [tree]
+    while stack:
+        node = stack.pop()
+        if node is None:
+            continue
+        if isinstance(node, Token):
+            out.append(node.value)
+        elif node.data == "scheduled":
+            before, after, _, when, _ = node.children
+            stack.append(before if step <= _switch_step(when, steps) else after)
+        elif node.data == "alternate":
+            stack.append(node.children[(step - 1) % len(node.children)])
+        else:
+            stack.extend(reversed(node.children))
+    return "".join(out)
 
 
 def prompt_schedule(prompt: str, steps: int) -> Schedule:
@@ -89,7 +107,7 @@ def prompt_schedule(prompt: str, steps: int) -> Schedule:
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, not {steps}")
-    tree = _parse(prompt) if "[" in prompt else None  # no bracket, nothing scheduled: the text as written
+    tree = _parse(prompt) if _may_schedule(prompt) else None
     if tree is None:
         return [(steps, prompt)]
     ends = {steps}

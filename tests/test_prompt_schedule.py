@@ -66,13 +66,21 @@ def test_second_order_samplers_schedule_over_twice_the_steps():
     assert resolve_sampler("Euler a", "Automatic").sampler.total_steps(10) == 10
 
 
-@pytest.mark.parametrize("prompt", ["(a:1.2) b, c\\(d\\)", "a|b", "((a) (b:0.5)) :", "x ) ( :"])
-def test_text_without_brackets_is_kept_whole_as_the_parser_keeps_it(prompt):
+@pytest.mark.parametrize("prompt", ["(a:1.2) b, c\\(d\\)", "a|b", "((a) (b:0.5)) :", "x ) ( :", "((a:1.2)) [b] c",
+                                    "[a:b] [c:0.5", "[(x:1.5)] [y] :3]", "((" * 40 + "[a:b]" + "))" * 40])
+def test_text_that_cannot_schedule_is_kept_whole_as_the_parser_keeps_it(prompt):
     from extension.prompt_schedule import _parse, _render
 
     tree = _parse(prompt)
     assert prompt_schedule(prompt, 10) == [(10, prompt)]
     assert tree is None or _render(tree, 1, 10) == prompt  # the shortcut gives what a parse would
+
+
+def test_extreme_input_does_not_crash():
+    assert prompt_schedule("[a:b:1e999]", 10) == [(10, "a")]  # a switch past the end
+    assert prompt_schedule("[a:b:-1e999]", 10) == [(10, "b")]
+    deep = "((" * 120 + "[a:b:3]" + "))" * 120
+    assert prompt_schedule(deep, 10) == [(3, "((" * 120 + "a" + "))" * 120), (10, "((" * 120 + "b" + "))" * 120)]
 
 
 def test_bad_step_count():
