@@ -11,8 +11,9 @@
 ``get_learned_conditioning_prompt_schedules`` (base steps, the default "new" scheduling), and
 :func:`text_at` picks the entry for a UNet evaluation the way A1111's CFG denoiser does (its step counts
 evaluations, and second-order samplers such as Heun schedule over twice the steps to match); past the last
-entry it falls back to the first one. The parse itself uses A1111's grammar with lark's Earley parser, so ambiguous text splits the
-same way.
+entry it falls back to the first one. The parse itself uses A1111's grammar with lark's Earley parser, so
+ambiguous text splits the same way. Earley parsing is slow on long runs of brackets (seconds for a thousand),
+so a prompt that cannot hold a schedule is not parsed at all.
 """
 from __future__ import annotations
 
