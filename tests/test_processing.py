@@ -382,6 +382,11 @@ def test_negative_prompt_editing_and_tags_inside_edits(model, library):
         txt2img(request("a red circle", negative_prompt="[blurry:ugly:1]"), model, library)
     assert [torch.equal(c, cfg_batch(blurry)) for c in calls.contexts] == [True, True, False]
     assert torch.equal(calls.contexts[2], cfg_batch(ugly))
+    with UNetCalls(model.pipe) as calls:  # CFG scale 1: diffusers runs the prompt alone, and so do the switches
+        txt2img(request("[a red circle:a blue square:1]", cfg_scale=1.0), model, library)
+    red, blue = encode_sd(model.pipe, "a red circle", "blurry"), encode_sd(model.pipe, "a blue square", "blurry")
+    expected = [red.prompt_embeds, red.prompt_embeds, blue.prompt_embeds]
+    assert all(torch.equal(c, e) for c, e in zip(calls.contexts, expected, strict=True))
     # tags are read from the whole prompt before scheduling, as in A1111: this one applies at every step
     tagged = txt2img(request("a red circle [<hypernet:style:0.7>:2]"), model, library)
     assert tagged.hypernetworks == [("style", 0.7)] and tagged.messages == []
