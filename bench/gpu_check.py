@@ -17,9 +17,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from extension.attention import ActiveHypernetworks, install_hypernetwork_processors  # noqa: E402
+from extension.hypernetwork.attention import ActiveHypernetworks, install_hypernetwork_processors  # noqa: E402
 from extension.library import HypernetworkLibrary  # noqa: E402
-from extension.models import ModelManager  # noqa: E402
+from extension.checkpoints.manager import ModelManager  # noqa: E402
 from extension.processing import Txt2ImgRequest, txt2img  # noqa: E402
 
 

@@ -53,7 +53,7 @@ def main(argv: list[str]) -> int:
     """Parse ``argv`` (``--generate`` included), generate, print the saved paths. Returns the exit status."""
     from .errors import ModelError
     from .library import HypernetworkLibrary
-    from .models import ModelManager
+    from .checkpoints.manager import ModelManager
     from .processing import Txt2ImgRequest, txt2img
 
     args = parser().parse_args(argv)

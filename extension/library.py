@@ -17,9 +17,9 @@ import threading
 from pathlib import Path
 
 from .errors import HypernetworkError
-from .hypernetwork import Hypernetwork
-from .hypernetwork_file import SUFFIXES, HypernetworkInfo, load_hypernetwork, read_info, sha256_file
-from .prompt import HypernetworkRequest
+from .hypernetwork.modules import Hypernetwork
+from .hypernetwork.files import SUFFIXES, HypernetworkInfo, load_hypernetwork, read_info, sha256_file
+from .prompt.tags import HypernetworkRequest
 
 PREVIEW_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "gif")
 

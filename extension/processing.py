@@ -4,10 +4,10 @@ One call of :func:`txt2img` is one A1111 "Generate": ``n_iter`` batches of ``bat
 ``i`` seeded with ``seed + i``. What it does, in order:
 
 1. resolve the sampler and schedule type (:mod:`extension.samplers`);
-2. take the ``<hypernet:NAME:MULT>`` tags out of the prompt (:mod:`extension.prompt`), load the networks
+2. take the ``<hypernet:NAME:MULT>`` tags out of the prompt (:mod:`extension.prompt.tags`), load the networks
    (:class:`~extension.library.HypernetworkLibrary`), warn about networks that do not fit the model;
 3. encode prompt and negative prompt with A1111's emphasis, chunking and CLIP skip
-   (:mod:`extension.prompt_parser`), each text their prompt editing schedules (:mod:`extension.prompt_schedule`),
+   (:mod:`extension.prompt.conditioning`), each text their prompt editing schedules (:mod:`extension.prompt.schedule`),
    pass the first step's embeddings to the pipeline and switch them between steps where the text changes;
 4. draw each image's initial noise from its own CPU generator (same images on any device), run the
    pipeline with the networks passed per call (``cross_attention_kwargs``), report progress and stop
@@ -36,11 +36,11 @@ from typing import Callable
 
 import torch
 
-from .attention import (KWARG, ActiveHypernetworks, attention_widths, compatibility_messages,
+from .hypernetwork.attention import (KWARG, ActiveHypernetworks, attention_widths, compatibility_messages,
                         install_hypernetwork_processors, for_model)
 from .infotext import format_infotext, generation_parameters, hypernet_hashes, parse_infotext
-from .prompt import hypernetwork_requests, parse_prompt
-from .prompt_parser import Conditioning, ScheduledConditioning
+from .prompt.tags import hypernetwork_requests, parse_prompt
+from .prompt.conditioning import Conditioning, ScheduledConditioning
 from .samplers import DEFAULT_SAMPLER, build_scheduler, resolve_sampler
 
 MAX_SEED = 4294967294  # A1111 draws random seeds below this
@@ -263,7 +263,7 @@ def loop_conditioning(pipe, conditioning: Conditioning, batch_size: int, current
 
 def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = None,
             progress: ProgressCallback | None = None, interrupt: threading.Event | None = None) -> Txt2ImgResult:
-    """Generate images for ``request`` with ``model`` (a :class:`~extension.models.LoadedModel`).
+    """Generate images for ``request`` with ``model`` (a :class:`~extension.checkpoints.manager.LoadedModel`).
 
     ``library`` (a :class:`~extension.library.HypernetworkLibrary`, or None) resolves ``<hypernet:...>``
     tags. ``progress(step, total)`` is called after every sampling step, counting over all batches.

@@ -17,7 +17,7 @@ import re
 import gradio as gr
 
 from extension.infotext import quote
-from extension.prompt import hypernetwork_requests, parse_prompt
+from extension.prompt.tags import hypernetwork_requests, parse_prompt
 from extension.ui.callbacks import Script
 from extension.ui.comparison import draw_grid, multiplier_label, parse_multipliers, plan_prompts
 from extension.processing import Txt2ImgResult

@@ -22,7 +22,7 @@ import logging
 
 import gradio as gr
 
-from extension.prompt import format_tag, hypernetwork_requests, parse_prompt
+from extension.prompt.tags import format_tag, hypernetwork_requests, parse_prompt
 from extension.ui.callbacks import GenerateHook, SettingSpec, UiTab
 from extension.ui.cards import SORT_KEYS, cards_html, filter_cards, fit_of, is_hash_query, make_card, sort_cards
 from extension.ui.txt2img import messages_html, selected_image

@@ -12,13 +12,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
-from extension.attention import (ActiveHypernetworks, HypernetworkAttnProcessor, apply_hypernetworks,
+from extension.hypernetwork.attention import (ActiveHypernetworks, HypernetworkAttnProcessor, apply_hypernetworks,
                                  attention_widths, compatibility_messages, hypernetworks_applied,
                                  install_hypernetwork_processors, is_installed, remove_hypernetwork_processors)
 from extension.demo.architecture import (ATTENTION_WIDTHS, CROSS_ATTENTION_DIM, SELF_ATTENTION_WIDTHS,
                                          build_random_pipeline)
-from extension.hypernetwork import Hypernetwork
-from extension.hypernetwork_file import load_hypernetwork
+from extension.hypernetwork.modules import Hypernetwork
+from extension.hypernetwork.files import load_hypernetwork
 
 FIXTURES = Path(__file__).parent / "fixtures" / "a1111"
 

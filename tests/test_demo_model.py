@@ -14,8 +14,8 @@ from extension.demo import EXAMPLE_PROMPTS, VOCABULARY, architecture, dataset, v
 from extension.demo.evaluate import cases, generate, prompt_following, read_picture
 from extension.demo.hypernetwork_hooks import attention_modules, hypernetwork_applied
 from extension.demo.pretrained import HYPERNETWORK_PATH, MODEL_DIR, is_trained_model, load_pipeline
-from extension.hypernetwork import Hypernetwork
-from extension.hypernetwork_file import load_hypernetwork
+from extension.hypernetwork.modules import Hypernetwork
+from extension.hypernetwork.files import load_hypernetwork
 
 PREVIEW_PATH = HYPERNETWORK_PATH.with_suffix(".preview.png")
 DESCRIPTION_PATH = HYPERNETWORK_PATH.with_suffix(".txt")
@@ -104,7 +104,7 @@ def test_shipped_hypernetwork_covers_every_width_and_changes_the_pictures(pipe):
 
 def test_the_project_attention_processor_draws_what_the_training_hooks_drew(pipe):
     """The network was trained through forward pre-hooks; ``<hypernet:demo:1>`` goes through the processor."""
-    from extension.attention import hypernetworks_applied
+    from extension.hypernetwork.attention import hypernetworks_applied
 
     network = load_hypernetwork(HYPERNETWORK_PATH)
     prompts, seeds = list(EXAMPLE_PROMPTS[:2]), [5, 6]

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from conftest import A1111_FIXTURES
-from extension.hypernetwork import Hypernetwork
+from extension.hypernetwork.modules import Hypernetwork
 from extension.library import HypernetworkLibrary
-from extension.prompt import HypernetworkRequest
+from extension.prompt.tags import HypernetworkRequest
 
 
 @pytest.fixture

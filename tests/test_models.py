@@ -18,9 +18,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from extension import models  # noqa: E402
+from extension.checkpoints import manager as models  # noqa: E402
 from extension.errors import ModelError  # noqa: E402
-from extension.models import (CONFIGS_DIR, ModelManager, detect_architecture, load_diffusers_folder,  # noqa: E402
+from extension.checkpoints.manager import (CONFIGS_DIR, ModelManager, detect_architecture, load_diffusers_folder,  # noqa: E402
                               load_single_file, resolve_device, resolve_dtype)
 from extension.tokenizer import clip_tokenizer  # noqa: E402
 

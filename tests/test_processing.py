@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 
 from extension.demo.architecture import ATTENTION_WIDTHS, CROSS_ATTENTION_DIM, build_random_pipeline
-from extension.hypernetwork import Hypernetwork
+from extension.hypernetwork.modules import Hypernetwork
 from extension.library import HypernetworkLibrary
-from extension.models import LoadedModel
+from extension.checkpoints.manager import LoadedModel
 from extension.processing import Txt2ImgRequest, next_sequence_number, txt2img
-from extension.prompt_parser import (apply_emphasis, encode_prompt, encode_sd, EncoderLayer, parse_prompt_attention,
+from extension.prompt.conditioning import (apply_emphasis, encode_prompt, encode_sd, EncoderLayer, parse_prompt_attention,
                                      tokenize_prompt)
 from extension.tokenizer import clip_tokenizer
 
@@ -154,7 +154,7 @@ def test_negative_and_positive_are_padded_to_the_same_length(pipe):
 
 
 def test_sd2_pads_with_its_pad_token_after_the_end():
-    from extension.prompt_parser import TokenizerSpec, _pad_after_end
+    from extension.prompt.conditioning import TokenizerSpec, _pad_after_end
 
     sd2_tokenizer = clip_tokenizer("!")
     chunks, _ = tokenize_prompt(sd2_tokenizer, "a cat")
@@ -428,7 +428,7 @@ def sdxl_model():
 
 
 def test_sdxl_conditioning_is_a1111s(sdxl_model):
-    from extension.prompt_parser import encode_sdxl
+    from extension.prompt.conditioning import encode_sdxl
 
     pipe = sdxl_model.pipe
     cond = encode_sdxl(pipe, "a cat", "")
@@ -481,7 +481,7 @@ def test_generate_command_line(tmp_path, capsys):
 
 
 def test_sdxl_prompt_editing_switches_the_pooled_embeds_too(sdxl_model):
-    from extension.prompt_parser import encode_sdxl
+    from extension.prompt.conditioning import encode_sdxl
 
     pipe = sdxl_model.pipe
     cat, dog = encode_sdxl(pipe, "a cat", "blurry"), encode_sdxl(pipe, "a dog", "blurry")

@@ -1,7 +1,7 @@
 """Prompt tags: AUTOMATIC1111's grammar, multipliers, and clear messages for what cannot be honoured."""
 from __future__ import annotations
 
-from extension.prompt import (HypernetworkRequest, format_tag, hypernetwork_requests, parse_hypernetworks,
+from extension.prompt.tags import (HypernetworkRequest, format_tag, hypernetwork_requests, parse_hypernetworks,
                               parse_prompt)
 
 

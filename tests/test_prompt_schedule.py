@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from extension.prompt_schedule import index_at, is_edited, prompt_schedule, text_at
+from extension.prompt.schedule import index_at, is_edited, prompt_schedule, text_at
 from extension.samplers import resolve_sampler
 
 
@@ -69,7 +69,7 @@ def test_second_order_samplers_schedule_over_twice_the_steps():
 @pytest.mark.parametrize("prompt", ["(a:1.2) b, c\\(d\\)", "a|b", "((a) (b:0.5)) :", "x ) ( :", "((a:1.2)) [b] c",
                                     "[a:b] [c:0.5", "[(x:1.5)] [y] :3]", "((" * 40 + "[a:b]" + "))" * 40])
 def test_text_that_cannot_schedule_is_kept_whole_as_the_parser_keeps_it(prompt):
-    from extension.prompt_schedule import _parse, _render
+    from extension.prompt.schedule import _parse, _render
 
     tree = _parse(prompt)
     assert prompt_schedule(prompt, 10) == [(10, prompt)]

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import torch
 
-from ..hypernetwork import Hypernetwork
+from ..hypernetwork.modules import Hypernetwork
 
 
 def _pre_hook(hypernetwork: Hypernetwork, which: int, multiplier: float):

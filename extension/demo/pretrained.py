@@ -22,7 +22,7 @@ def is_trained_model(path=MODEL_DIR) -> bool:
 def load_pipeline(path=MODEL_DIR, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
     """The trained demo model as a ``StableDiffusionPipeline`` on ``device`` in ``dtype``, loaded by the same
     function as any diffusers folder in the checkpoints folder."""
-    from ..models import load_diffusers_folder
+    from ..checkpoints.manager import load_diffusers_folder
 
     pipe, _ = load_diffusers_folder(Path(path), torch.device(device), dtype)
     pipe.set_progress_bar_config(disable=True)

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-from ..prompt import format_tag
+from ..prompt.tags import format_tag
 
 MIN_CELL = 128  # small images (the demo model draws 32x32) are enlarged, pixel for pixel, to stay readable
 

@@ -287,7 +287,7 @@ class AppState:
 
 
 def make_model_manager(options: ServeOptions):
-    from ..models import DEMO_MODEL_DIR, ModelManager
+    from ..checkpoints.manager import DEMO_MODEL_DIR, ModelManager
 
     demo_random = options.demo_random or os.environ.get("SD_WEBUI_DEMO_RANDOM", "") not in ("", "0")
     # A demo folder without model_index.json makes the manager build the random-weight demo pipeline.

@@ -16,7 +16,7 @@ What A1111 does, and so what this does:
 - Negative and positive conditionings of different lengths are padded with the encoding of the empty
   prompt (A1111's "pad prompt/negative prompt to be same length"), since diffusers batches them together.
 
-Prompt editing (``[a:b:0.5]``, ``[a|b]``) is parsed in :mod:`extension.prompt_schedule`;
+Prompt editing (``[a:b:0.5]``, ``[a|b]``) is parsed in :mod:`extension.prompt.schedule`;
 :class:`ScheduledConditioning` encodes each text it schedules. Textual-inversion embeddings are not handled.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Sequence
 
 import torch
 
-from .prompt_schedule import index_at, prompt_schedule
+from .schedule import index_at, prompt_schedule
 
 ROUND_BRACKET_MULTIPLIER = 1.1
 SQUARE_BRACKET_MULTIPLIER = 1 / 1.1

@@ -35,7 +35,7 @@ from typing import Iterable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from .hypernetwork import Hypernetwork
+from .modules import Hypernetwork
 
 KWARG = "hypernetworks"  # the processor parameter (and cross_attention_kwargs key) carrying the active list
 _CACHE_SIZE = 4  # distinct context tensors remembered per generation (cond+uncond batch, per pipeline call)

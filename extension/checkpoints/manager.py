@@ -42,12 +42,12 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from .demo.pretrained import MODEL_DIR as DEMO_MODEL_DIR  # the trained demo model's folder
-from .errors import ModelError
+from ..demo.pretrained import MODEL_DIR as DEMO_MODEL_DIR  # the trained demo model's folder
+from ..errors import ModelError
 
 logger = logging.getLogger(__name__)
 
-CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CKPT_DIR = Path("models") / "Stable-diffusion"
 DEMO_NAME = "demo"                 # infotext "Model:" of the trained demo model; also a name load() accepts
 DEMO_RANDOM_NAME = "demo-random"   # the random-weight stand-in used when the demo model is not trained yet
@@ -418,7 +418,7 @@ def _pad_tokens(family: str) -> tuple[str, str]:
 def _assemble(components: dict, scheduler, family: str, model_index: dict):
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    from .tokenizer import clip_tokenizer
+    from ..tokenizer import clip_tokenizer
 
     pad, pad_2 = _pad_tokens(family)
     if family == "sdxl":
@@ -507,7 +507,7 @@ def load_diffusers_folder(folder, device: torch.device | str = "cpu", dtype: tor
     is built in when the folder has none)."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    from .tokenizer import clip_tokenizer
+    from ..tokenizer import clip_tokenizer
 
     folder = Path(folder)
     index = _read_model_index(folder, folder)
@@ -837,7 +837,7 @@ class ModelManager:
                                   mtime=stat[2] / 1e9)
             return LoadedModel(pipe, name=DEMO_NAME, architecture="demo", device=self.device, dtype=self.dtype,
                                info=info, hasher=lambda: self.sha256(info))
-        from .demo.architecture import build_random_pipeline
+        from ..demo.architecture import build_random_pipeline
         pipe = build_random_pipeline(torch_dtype=self.dtype).to(self.device)
         return LoadedModel(pipe, name=DEMO_RANDOM_NAME, architecture="demo", device=self.device, dtype=self.dtype)
 

@@ -10,7 +10,7 @@ builds it, because its state-dict keys are the Sequential's indices: for each st
 ``activate_output``), then LayerNorm (if ``add_layer_norm``), then Dropout (if
 ``dropout_structure[i+1] > 0``).
 
-File reading and writing live in :mod:`extension.hypernetwork_file`; this module only builds and runs.
+File reading and writing live in :mod:`extension.hypernetwork.files`; this module only builds and runs.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from .errors import HypernetworkError
+from ..errors import HypernetworkError
 
 WEIGHT_INITS = ("Normal", "XavierUniform", "XavierNormal", "KaimingUniform", "KaimingNormal")
 
@@ -318,7 +318,7 @@ class Hypernetwork:
     def shorthash(self) -> str | None:
         """First 10 hex digits of the sha256 of the file this network was loaded from or saved to."""
         if self._shorthash is None and self.filename and os.path.exists(self.filename):
-            from .hypernetwork_file import sha256_file
+            from .files import sha256_file
 
             self.sha256 = sha256_file(self.filename)
             self._shorthash = self.sha256[:10]
@@ -326,12 +326,12 @@ class Hypernetwork:
 
     def save(self, filename, optimizer_state_dict=None) -> None:
         """Write ``.safetensors`` or AUTOMATIC1111's ``.pt`` (chosen by extension); ``.optim`` beside it if given."""
-        from .hypernetwork_file import save_hypernetwork
+        from .files import save_hypernetwork
 
         save_hypernetwork(self, filename, optimizer_state_dict=optimizer_state_dict)
 
     def load(self, filename) -> "Hypernetwork":
-        from .hypernetwork_file import load_hypernetwork_into
+        from .files import load_hypernetwork_into
 
         return load_hypernetwork_into(self, filename)
 

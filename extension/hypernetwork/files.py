@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from .errors import HypernetworkError, NotAHypernetworkError, UnsafeFileError
-from .hypernetwork import Hypernetwork, parse_dropout_structure, validate_structure
+from ..errors import HypernetworkError, NotAHypernetworkError, UnsafeFileError
+from .modules import Hypernetwork, parse_dropout_structure, validate_structure
 
 SUFFIXES = (".pt", ".safetensors", ".ckpt")
 SAFETENSORS_FORMAT = "sd-webui-hypernetworks/1"

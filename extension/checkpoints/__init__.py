@@ -1,0 +1,1 @@
+"""Stable Diffusion checkpoints: finding, recognising and loading them offline."""

@@ -1,0 +1,1 @@
+"""The hypernetwork: its modules, files and the attention processor that applies it."""

@@ -1,0 +1,1 @@
+"""Prompts: hypernetwork tags, prompt editing schedules, and the conditioning (emphasis, chunks, CLIP skip)."""
