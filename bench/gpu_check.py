@@ -19,7 +19,9 @@ import torch  # noqa: E402
 
 from extension.hypernetwork.attention import ActiveHypernetworks, install_hypernetwork_processors  # noqa: E402
 from extension.library import HypernetworkLibrary  # noqa: E402
-from extension.checkpoints.manager import ModelManager  # noqa: E402
+from extension.checkpoints import ModelManager  # noqa: E402
+from extension.demo.pretrained import builtin_model  # noqa: E402
+from extension.paths import CKPT_DIR  # noqa: E402
 from extension.processing import Txt2ImgRequest, txt2img  # noqa: E402
 
 
@@ -52,9 +54,9 @@ def hooked_reference(unet, hn, multiplier, sample, t, context):
 def main() -> int:
     lines = ["# GPU check", "", f"{torch.cuda.get_device_name()}, torch {torch.__version__}", ""]
     library = HypernetworkLibrary(ROOT / "models" / "hypernetworks")
-    cpu = ModelManager(device="cpu", precision="fp32").current
+    cpu = ModelManager(CKPT_DIR, device="cpu", precision="fp32", builtin=builtin_model()).current
     a_cpu = pixels(generate(cpu, library, "a red circle on a blue background <hypernet:demo:1>"))
-    gpu = ModelManager(device="cuda", precision="fp16").current
+    gpu = ModelManager(CKPT_DIR, device="cuda", precision="fp16", builtin=builtin_model()).current
     plain = generate(gpu, library, "a red circle on a blue background")
     zero = generate(gpu, library, "a red circle on a blue background <hypernet:demo:0>")
     tagged = generate(gpu, library, "a red circle on a blue background <hypernet:demo:1>")

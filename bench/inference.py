@@ -43,7 +43,7 @@ import torch  # noqa: E402
 
 from extension.hypernetwork.attention import (ActiveHypernetworks, install_hypernetwork_processors,  # noqa: E402
                                  remove_hypernetwork_processors)
-from extension.hypernetwork.modules import Hypernetwork  # noqa: E402
+from extension.hypernetwork import Hypernetwork  # noqa: E402
 
 SD1_UNET_CONFIG = ROOT / "extension" / "configs" / "sd1" / "unet" / "config.json"
 TEXT_TOKENS = 77

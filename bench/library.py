@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from extension.hypernetwork.modules import Hypernetwork  # noqa: E402
+from extension.hypernetwork import Hypernetwork  # noqa: E402
 from extension.library import HypernetworkLibrary  # noqa: E402
 
 

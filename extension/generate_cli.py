@@ -53,12 +53,13 @@ def main(argv: list[str]) -> int:
     """Parse ``argv`` (``--generate`` included), generate, print the saved paths. Returns the exit status."""
     from .errors import ModelError
     from .library import HypernetworkLibrary
-    from .checkpoints.manager import ModelManager
+    from .checkpoints import ModelManager
+    from .demo.pretrained import builtin_model
     from .processing import Txt2ImgRequest, txt2img
 
     args = parser().parse_args(argv)
     try:
-        model = ModelManager(args.ckpt_dir, args.device, args.precision).load(args.ckpt)
+        model = ModelManager(args.ckpt_dir, args.device, args.precision, builtin=builtin_model()).load(args.ckpt)
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -17,8 +17,9 @@ import threading
 from pathlib import Path
 
 from .errors import HypernetworkError
-from .hypernetwork.modules import Hypernetwork
-from .hypernetwork.files import SUFFIXES, HypernetworkInfo, load_hypernetwork, read_info, sha256_file
+from .fileio import sha256_file
+from .hypernetwork import Hypernetwork, HypernetworkInfo, load_hypernetwork, read_info
+from .hypernetwork.files import SUFFIXES
 from .prompt.tags import HypernetworkRequest
 
 PREVIEW_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "gif")

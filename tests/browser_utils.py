@@ -31,7 +31,7 @@ def make_hypernetwork_dir(folder: Path) -> dict[str, Path]:
     from PIL import Image
 
     from extension.demo.architecture import ATTENTION_WIDTHS, CROSS_ATTENTION_DIM
-    from extension.hypernetwork.modules import Hypernetwork
+    from extension.hypernetwork import Hypernetwork
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}

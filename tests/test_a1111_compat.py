@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import A1111_FIXTURES
-from extension.hypernetwork.modules import Hypernetwork, apply_hypernetworks
-from extension.hypernetwork.files import load_hypernetwork, read_info
+from extension.hypernetwork import Hypernetwork, apply_hypernetworks
+from extension.hypernetwork import load_hypernetwork, read_info
 from extension.prompt.tags import parse_prompt
 
 EXPECTED = json.loads((A1111_FIXTURES / "expected.json").read_text())

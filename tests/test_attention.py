@@ -17,8 +17,8 @@ from extension.hypernetwork.attention import (ActiveHypernetworks, HypernetworkA
                                  install_hypernetwork_processors, is_installed, remove_hypernetwork_processors)
 from extension.demo.architecture import (ATTENTION_WIDTHS, CROSS_ATTENTION_DIM, SELF_ATTENTION_WIDTHS,
                                          build_random_pipeline)
-from extension.hypernetwork.modules import Hypernetwork
-from extension.hypernetwork.files import load_hypernetwork
+from extension.hypernetwork import Hypernetwork
+from extension.hypernetwork import load_hypernetwork
 
 FIXTURES = Path(__file__).parent / "fixtures" / "a1111"
 

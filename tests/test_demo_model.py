@@ -14,8 +14,8 @@ from extension.demo import EXAMPLE_PROMPTS, VOCABULARY, architecture, dataset, v
 from extension.demo.evaluate import cases, generate, prompt_following, read_picture
 from extension.demo.hypernetwork_hooks import attention_modules, hypernetwork_applied
 from extension.demo.pretrained import HYPERNETWORK_PATH, MODEL_DIR, is_trained_model, load_pipeline
-from extension.hypernetwork.modules import Hypernetwork
-from extension.hypernetwork.files import load_hypernetwork
+from extension.hypernetwork import Hypernetwork
+from extension.hypernetwork import load_hypernetwork
 
 PREVIEW_PATH = HYPERNETWORK_PATH.with_suffix(".preview.png")
 DESCRIPTION_PATH = HYPERNETWORK_PATH.with_suffix(".txt")

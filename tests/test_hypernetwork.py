@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from extension.errors import HypernetworkError
-from extension.hypernetwork.modules import (Hypernetwork, HypernetworkModule, activation_classes, parse_dropout_structure)
+from extension.hypernetwork import Hypernetwork, HypernetworkModule, activation_classes, parse_dropout_structure
 
 
 def kinds(module: HypernetworkModule) -> list[str]:

@@ -11,8 +11,10 @@ from safetensors.torch import save_file
 
 from conftest import A1111_FIXTURES
 from extension.errors import HypernetworkError, NotAHypernetworkError, UnsafeFileError
-from extension.hypernetwork.modules import Hypernetwork
-from extension.hypernetwork.files import (load_hypernetwork, read_info, read_safetensors_header, sha256_file)
+from extension.hypernetwork import Hypernetwork
+from extension.fileio import sha256_file
+from extension.hypernetwork import load_hypernetwork, read_info
+from extension.hypernetwork.files import read_safetensors_header
 
 
 def make_network(**overrides) -> Hypernetwork:

@@ -7,10 +7,9 @@ import shutil
 import time
 
 import pytest
-import torch
 
 from conftest import A1111_FIXTURES
-from extension.hypernetwork.modules import Hypernetwork
+from extension.hypernetwork import Hypernetwork
 from extension.library import HypernetworkLibrary
 from extension.prompt.tags import HypernetworkRequest
 

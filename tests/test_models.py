@@ -18,10 +18,13 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from extension.checkpoints import manager as models  # noqa: E402
+from extension.checkpoints import convert, detect, weights  # noqa: E402
+from extension.demo.pretrained import builtin_model  # noqa: E402
+from extension.fileio import sha256_file  # noqa: E402
 from extension.errors import ModelError  # noqa: E402
-from extension.checkpoints.manager import (CONFIGS_DIR, ModelManager, detect_architecture, load_diffusers_folder,  # noqa: E402
-                              load_single_file, resolve_device, resolve_dtype)
+from extension.checkpoints import (ModelManager, detect_architecture, load_diffusers_folder,  # noqa: E402
+                                   load_single_file, resolve_device, resolve_dtype)
+from extension.checkpoints.convert import CONFIGS_DIR  # noqa: E402
 from extension.tokenizer import clip_tokenizer  # noqa: E402
 
 PROMPT = "a photo of a cat"
@@ -249,7 +252,7 @@ def ckpt_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def manager(ckpt_dir, tmp_path_factory):
-    return ModelManager(ckpt_dir, device="cpu", precision="fp32", demo_dir=tmp_path_factory.mktemp("no-demo"))
+    return ModelManager(ckpt_dir, device="cpu", precision="fp32", builtin=builtin_model(tmp_path_factory.mktemp("no-demo")))
 
 
 # -- single files: same weights, same images -----------------------------------------------------------------
@@ -345,8 +348,8 @@ def test_real_sized_key_sets_are_detected_and_convert_completely(arch, layers):
     state = _real_shaped_state(arch)
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     assert detect_architecture(shapes) == arch
-    assert models._cross_attention_width(shapes) == {"sd1": 768, "sd2": 1024, "sdxl": 2048}[arch]
-    components = models._build_components(state, CONFIGS_DIR / arch, arch, f"real-{arch}")  # raises if incomplete
+    assert detect.cross_attention_width(shapes) == {"sd1": 768, "sd2": 1024, "sdxl": 2048}[arch]
+    components = convert._build_components(state, CONFIGS_DIR / arch, arch, f"real-{arch}")  # raises if incomplete
     assert components["unet"].config.cross_attention_dim == {"sd1": 768, "sd2": 1024, "sdxl": 2048}[arch]
     text_layers = (components.get("text_encoder_2") or components["text_encoder"]).config.num_hidden_layers
     assert text_layers == (23 if arch == "sd2" else layers)
@@ -448,7 +451,7 @@ def test_load_switch_free_and_hash(manager, ckpt_dir):
     assert manager.current is model and manager.load("tiny.safetensors") is model
     assert model.attention_widths() == {16, 32, 24}
     assert model.self_attention_widths() == {16, 32} and model.cross_attention_width == 24
-    assert model.shorthash == models.sha256_of(ckpt_dir / "tiny.safetensors")[:10]
+    assert model.shorthash == sha256_file(ckpt_dir / "tiny.safetensors")[:10]
     title = next(i.title for i in manager.list_checkpoints() if i.name == "tiny.safetensors")
     assert title == f"tiny.safetensors [{model.shorthash}]"
     assert manager.load(title) is model and manager.load(model.shorthash) is model
@@ -471,19 +474,20 @@ def test_a_failed_switch_keeps_or_restores_the_previous_model(manager):
 
 
 def test_default_is_the_demo_model(ckpt_dir, tmp_path):
-    random_demo = ModelManager(ckpt_dir, device="cpu", demo_dir=tmp_path / "missing")
+    random_demo = ModelManager(ckpt_dir, device="cpu", builtin=builtin_model(tmp_path / "missing"))
     model = random_demo.current
     assert (model.name, model.architecture, model.shorthash) == ("demo-random", "demo", None)
-    trained = ModelManager(ckpt_dir, device="cpu", demo_dir=ckpt_dir / "tiny-diffusers").load(None)
+    trained = ModelManager(ckpt_dir, device="cpu", builtin=builtin_model(ckpt_dir / "tiny-diffusers")).load(None)
     assert (trained.name, trained.architecture) == ("demo", "demo")
-    assert trained.shorthash == models.sha256_of(ckpt_dir / "tiny-diffusers")[:10]
-    chosen = ModelManager(ckpt_dir, device="cpu", default="tiny", demo_dir=tmp_path / "missing").current
+    assert trained.shorthash == sha256_file(ckpt_dir / "tiny-diffusers")[:10]
+    chosen = ModelManager(ckpt_dir, device="cpu", default="tiny", builtin=builtin_model(tmp_path / "missing")).current
     assert chosen.name == "tiny"
-    assert ModelManager(ckpt_dir).demo_dir == models.DEMO_MODEL_DIR
+    with pytest.raises(ModelError, match="no checkpoint chosen"):
+        ModelManager(ckpt_dir, device="cpu").load(None)  # without a built-in model there is nothing to fall back on
 
 
 def test_precision_applies_to_loaded_models(ckpt_dir, tmp_path):
-    model = ModelManager(ckpt_dir, device="cpu", precision="bf16", demo_dir=tmp_path).load("tiny")
+    model = ModelManager(ckpt_dir, device="cpu", precision="bf16").load("tiny")
     assert model.dtype == torch.bfloat16
     assert {p.dtype for p in model.pipe.unet.parameters()} == {torch.bfloat16}
 
@@ -500,14 +504,13 @@ def test_sd2_without_yaml_or_config_folder_asks_the_unet_and_rebuilds_on_the_v_c
     write_config_folder(tmp_path / "two", configs / "sd2-v")
     unet_config = json.loads((configs / "sd2-v" / "unet" / "config.json").read_text())
     (configs / "sd2-v" / "unet" / "config.json").write_text(json.dumps({**unet_config, "upcast_attention": True}))
-    monkeypatch.setattr(models, "CONFIGS_DIR", configs)
-    assert isinstance(models._guess_v_prediction(pipe.unet), bool)
-    monkeypatch.setattr(models, "_guess_v_prediction", lambda unet: True)
+    monkeypatch.setattr(convert, "CONFIGS_DIR", configs)
+    monkeypatch.setattr(convert, "guess_v_prediction", lambda unet: True)
     v_pipe, arch = load_single_file(tmp_path / "ckpt" / "two.safetensors")
     assert arch == "sd2-v" and v_pipe.scheduler.config.prediction_type == "v_prediction"
     assert v_pipe.unet.config.upcast_attention is True
     assert_same_weights(pipe.unet, v_pipe.unet)
-    monkeypatch.setattr(models, "_guess_v_prediction", lambda unet: False)
+    monkeypatch.setattr(convert, "guess_v_prediction", lambda unet: False)
     eps_pipe, arch = load_single_file(tmp_path / "ckpt" / "two.safetensors")
     assert arch == "sd2" and eps_pipe.scheduler.config.prediction_type == "epsilon"
 
@@ -515,7 +518,7 @@ def test_sd2_without_yaml_or_config_folder_asks_the_unet_and_rebuilds_on_the_v_c
 def test_old_clip_key_names_are_renamed_like_automatic1111():
     state = {"cond_stage_model.transformer.embeddings.token_embedding.weight": torch.zeros(1),
              "cond_stage_model.transformer.text_model.encoder.layers.0.x": torch.zeros(1), "other": torch.zeros(1)}
-    assert set(models._normalize_keys(state)) == {
+    assert set(weights.normalize_keys(state)) == {
         "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",
         "cond_stage_model.transformer.text_model.encoder.layers.0.x", "other"}
 
@@ -524,6 +527,17 @@ def test_sgm_yaml_with_v_scaling_means_v_prediction(tmp_path):
     (tmp_path / "xl.yaml").write_text("model:\n  params:\n    denoiser_config:\n      params:\n        scaling_config:\n"
                                       "          target: sgm.modules.diffusionmodules.denoiser_scaling.VScaling\n")
     (tmp_path / "plain.yaml").write_text("model:\n  params:\n    parameterization: eps\n")
-    assert models._yaml_prediction_type(tmp_path / "xl.safetensors") == "v_prediction"
-    assert models._yaml_prediction_type(tmp_path / "plain.safetensors") == "epsilon"
-    assert models._yaml_prediction_type(tmp_path / "none.safetensors") is None
+    assert detect.yaml_prediction_type(tmp_path / "xl.safetensors") == "v_prediction"
+    assert detect.yaml_prediction_type(tmp_path / "plain.safetensors") == "epsilon"
+    assert detect.yaml_prediction_type(tmp_path / "none.safetensors") is None
+
+
+def test_automatic1111_v_prediction_test_reads_the_unet_output():
+    """A1111's test: mean(output - input) at t=999 below -1 means v-prediction."""
+    unet = tiny_pipeline("sd2").unet
+    with torch.no_grad():
+        unet.conv_out.weight.zero_()
+        unet.conv_out.bias.fill_(-5.0)  # output -5 everywhere: input 0.5, mean difference -5.5
+        assert detect.guess_v_prediction(unet) is True
+        unet.conv_out.bias.fill_(0.0)   # output 0: mean difference -0.5
+        assert detect.guess_v_prediction(unet) is False

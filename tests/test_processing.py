@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from extension.demo.architecture import ATTENTION_WIDTHS, CROSS_ATTENTION_DIM, build_random_pipeline
-from extension.hypernetwork.modules import Hypernetwork
+from extension.hypernetwork import Hypernetwork
 from extension.library import HypernetworkLibrary
 from extension.checkpoints.manager import LoadedModel
 from extension.processing import Txt2ImgRequest, next_sequence_number, txt2img

@@ -205,7 +205,7 @@ def report(pipe, samples: int = 96, seed: int = 1234, steps: int = 20, guidance:
 
 
 def main(argv: list[str]) -> int:
-    from ..hypernetwork.files import load_hypernetwork
+    from ..hypernetwork import load_hypernetwork
     from .dataset import grid
     from .hypernetwork_hooks import hypernetwork_applied
     from .pretrained import HYPERNETWORK_PATH, MODEL_DIR, load_pipeline

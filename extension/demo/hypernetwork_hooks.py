@@ -13,7 +13,7 @@ from typing import Iterator
 
 import torch
 
-from ..hypernetwork.modules import Hypernetwork
+from ..hypernetwork import Hypernetwork
 
 
 def _pre_hook(hypernetwork: Hypernetwork, which: int, multiplier: float):

@@ -322,7 +322,7 @@ def train_demo_hypernetwork(model_dir, out_path, steps: int = 3000, seed: int = 
     A ``[1, 2, 1]`` ReLU network with modules for every attention width of the demo model, applied as
     AUTOMATIC1111 does (see :mod:`extension.demo.hypernetwork_hooks`). Returns the ``Hypernetwork``.
     """
-    from ..hypernetwork.modules import Hypernetwork
+    from ..hypernetwork import Hypernetwork
     from .pretrained import load_pipeline
 
     dev = pick_device(device)

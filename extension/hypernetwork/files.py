@@ -1,30 +1,30 @@
 """Hypernetwork files: AUTOMATIC1111's ``.pt`` (and ``.ckpt``), ``.safetensors``, and the ``.optim`` sidecar.
 
-Reading is safe: pickles go through ``torch.load(weights_only=True)``, which builds nothing but plain
-containers and tensors and refuses anything else without running it. Every failure is a
-:class:`~extension.errors.HypernetworkError` that names the file and says what is wrong with it.
+This module reads and writes the in-memory form both formats share, AUTOMATIC1111's dict: ``{int width:
+(K state dict, V state dict), "name": ..., "layer_structure": ..., ...}``; it knows nothing of the torch
+modules built from it (:mod:`extension.hypernetwork.modules` does that, and calls here).
 
-The in-memory form shared by both formats is AUTOMATIC1111's dict: ``{int width: (K state dict, V state
-dict), "name": ..., "layer_structure": ..., ...}``.
+Reading is safe: pickles go through :mod:`extension.safe_pickle`, which builds nothing but plain containers
+and tensors and refuses anything else without running it. ``.pt`` files are written so that AUTOMATIC1111's
+own safety check accepts them (1.8 and 1.10 alike). Every failure is a
+:class:`~extension.errors.HypernetworkError` that names the file and says what is wrong with it.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import os
-import pickle
 import struct
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import torch
 
+from .. import safe_pickle
 from ..errors import HypernetworkError, NotAHypernetworkError, UnsafeFileError
-from .modules import Hypernetwork, parse_dropout_structure, validate_structure
+from ..fileio import atomic_write, sha256_file
+from .config import HypernetworkConfig
 
 SUFFIXES = (".pt", ".safetensors", ".ckpt")
 SAFETENSORS_FORMAT = "sd-webui-hypernetworks/1"
@@ -34,30 +34,19 @@ METADATA_KEYS = ("step", "name", "layer_structure", "activation_func", "is_layer
 _MAX_HEADER = 100 * 1024 * 1024
 
 
-def sha256_file(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+# A hypernetwork file never unpacks to more than this (the largest in the wild are a few hundred MB).
+MAX_PICKLE_BYTES = 4 << 30
 
 
 # -- reading -----------------------------------------------------------------------------------------------
-def _load_pickle(data: bytes, path) -> Any:
+def load_pickle(source, path) -> Any:
+    """A ``.pt``/``.ckpt``/``.optim`` pickle (bytes or path) as plain containers and tensors, or a clear error."""
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Weights only load failed" in str(exc) or "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
-            raise UnsafeFileError(
-                "refused to load: the file's pickle asks to build objects other than plain containers and "
-                "tensors (it could run code). Nothing in it was executed.", path) from exc
-        raise HypernetworkError(f"not a readable PyTorch file ({exc})", path) from exc
-    except (EOFError, zipfile.BadZipFile, struct.error) as exc:
-        raise HypernetworkError(f"the file is truncated or corrupt ({type(exc).__name__}: {exc})", path) from exc
-    except RuntimeError as exc:
-        raise HypernetworkError(f"the file is truncated or corrupt ({exc})", path) from exc
-    except Exception as exc:  # any other failure of a malformed file is still the file's fault
-        raise HypernetworkError(f"not a readable PyTorch file ({type(exc).__name__}: {exc})", path) from exc
+        return safe_pickle.load(source, max_unpacked=MAX_PICKLE_BYTES)
+    except safe_pickle.PickleRefused as exc:
+        raise UnsafeFileError(str(exc), path) from exc
+    except safe_pickle.PickleUnreadable as exc:
+        raise HypernetworkError(str(exc), path) from exc
 
 
 def read_safetensors_header(path) -> tuple[dict, dict]:
@@ -152,7 +141,7 @@ def read_state(path) -> tuple[dict, str]:
         raise HypernetworkError("the file is empty", path)
     if path.suffix.lower() == ".safetensors":
         return _safetensors_to_state(data, path), sha256
-    state = _load_pickle(data, path)
+    state = load_pickle(data, path)
     if not isinstance(state, dict):
         raise NotAHypernetworkError(f"this file is not a hypernetwork (it holds a {type(state).__name__}, "
                                     "not a dict of attention widths)", path)
@@ -161,31 +150,21 @@ def read_state(path) -> tuple[dict, str]:
     return state, sha256
 
 
-def hypernetwork_from_state(state: dict, path=None, name: str | None = None) -> Hypernetwork:
-    """Build a :class:`Hypernetwork` from AUTOMATIC1111's dict, with its defaults for missing keys."""
-    hn = Hypernetwork()
-    hn.filename = str(path) if path is not None else None
-    hn.name = name or (Path(path).stem if path is not None else None)
+def metadata_of(state: dict) -> dict:
+    """The non-weight entries of AUTOMATIC1111's dict (its string keys)."""
+    return {key: value for key, value in state.items() if type(key) is str}
+
+
+def checked_state(state: dict, path=None) -> tuple[HypernetworkConfig, dict[int, tuple[dict, dict]]]:
+    """The config a state describes (AUTOMATIC1111's defaults for missing keys) and its module weights,
+    each checked against that config's layout.
+
+    Raises:
+        HypernetworkError: malformed metadata, a structure AUTOMATIC1111 could never have built, or weights
+            that do not fit it; naming ``path``.
+    """
     try:
-        hn.layer_structure = list(state.get("layer_structure") or [1, 2, 1])
-        hn.optional_info = state.get("optional_info")
-        hn.activation_func = state.get("activation_func")
-        hn.weight_init = state.get("weight_initialization", "Normal")
-        hn.add_layer_norm = bool(state.get("is_layer_norm", False))
-        dropout = state.get("dropout_structure")
-        hn.dropout_structure = list(dropout) if dropout is not None else None
-        hn.use_dropout = (True if hn.dropout_structure is not None and any(hn.dropout_structure)
-                          else bool(state.get("use_dropout", False)))
-        hn.activate_output = bool(state.get("activate_output", True))
-        hn.last_layer_dropout = bool(state.get("last_layer_dropout", False))
-        if hn.dropout_structure is None:
-            hn.dropout_structure = parse_dropout_structure(hn.layer_structure, hn.use_dropout, hn.last_layer_dropout)
-    except TypeError as exc:
-        raise HypernetworkError(f"malformed metadata ({exc})", path) from exc
-    if hn.activation_func is not None and not isinstance(hn.activation_func, str):
-        raise HypernetworkError(f"malformed activation_func {hn.activation_func!r}", path)
-    try:
-        validate_structure(hn.layer_structure, hn.dropout_structure, hn.activation_func)
+        pairs: dict[int, tuple[dict, dict]] = {}
         for size, pair in state.items():
             if type(size) is not int:
                 continue
@@ -193,50 +172,37 @@ def hypernetwork_from_state(state: dict, path=None, name: str | None = None) -> 
                 raise HypernetworkError(f"the entry for width {size} is not a (K, V) pair of state dicts")
             if size <= 0:
                 raise HypernetworkError(f"width {size} is not a positive size")
-            hn.layers[size] = (hn._module(size, pair[0]), hn._module(size, pair[1]))
+            pairs[size] = pair
+        if not pairs:
+            raise NotAHypernetworkError("this file is not a hypernetwork (it has no attention-width entries)")
+        config = HypernetworkConfig.from_metadata(metadata_of(state), sizes=sorted(pairs))
+        checked = {size: (config.check_weights(size, k), config.check_weights(size, v))
+                   for size, (k, v) in pairs.items()}
     except HypernetworkError as exc:
         raise exc.with_path(path) from exc.__cause__
-    if not hn.layers:
-        raise NotAHypernetworkError("this file is not a hypernetwork (it has no attention-width entries)", path)
-    hn.name = state.get("name") or hn.name
-    hn.step = int(state.get("step") or 0)
-    hn.sd_checkpoint = state.get("sd_checkpoint")
-    hn.sd_checkpoint_name = state.get("sd_checkpoint_name")
-    hn.optimizer_name = state.get("optimizer_name")
-    hn.eval()
-    return hn
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise HypernetworkError(f"malformed metadata ({exc})", path) from exc
+    return config, checked
 
 
-def load_hypernetwork(path) -> Hypernetwork:
-    """Load a hypernetwork file (``.pt``, ``.ckpt`` or ``.safetensors``) and its ``.optim`` sidecar."""
-    return load_hypernetwork_into(Hypernetwork(), path)
-
-
-def load_hypernetwork_into(hn: Hypernetwork, path) -> Hypernetwork:
-    """AUTOMATIC1111's ``Hypernetwork.load``: fill ``hn`` from the file (its ``name`` wins when the file has one)."""
-    state, sha256 = read_state(path)
-    loaded = hypernetwork_from_state(state, path, name=hn.name)
-    hn.__dict__.update(loaded.__dict__)
-    hn.sha256, hn._shorthash = sha256, sha256[:10]
-    _read_optimizer_sidecar(hn, path)
-    return hn
-
-
-def _read_optimizer_sidecar(hn: Hypernetwork, path) -> None:
-    """Keep the saved optimizer state only when the sidecar's hash names this very file."""
-    hn.optimizer_state_dict = None
+def read_optimizer_state(path, shorthash: str | None) -> tuple[str, dict] | None:
+    """``(optimizer name, state dict)`` from ``path.optim`` when its recorded hash is ``shorthash`` (the hash
+    of the file beside it), else None. A sidecar that cannot be read is ignored with a warning."""
     sidecar = Path(str(path) + ".optim")
-    if sidecar.exists():
-        try:
-            saved = _load_pickle(sidecar.read_bytes(), sidecar)
-        except HypernetworkError as exc:
-            warnings.warn(f"ignoring optimizer state: {exc}")
-            saved = {}
-        if isinstance(saved, dict) and saved.get("hash") == hn.shorthash():
-            hn.optimizer_state_dict = saved.get("optimizer_state_dict")
-            hn.optimizer_name = saved.get("optimizer_name", "AdamW")
-    if not hn.optimizer_state_dict:
-        hn.optimizer_name = "AdamW"
+    if not sidecar.exists():
+        return None
+    try:
+        saved = load_pickle(sidecar, sidecar)
+    except HypernetworkError as exc:
+        warnings.warn(f"ignoring optimizer state: {exc}")
+        return None
+    if not isinstance(saved, dict) or shorthash is None or saved.get("hash") != shorthash:
+        return None
+    state = saved.get("optimizer_state_dict")
+    if not isinstance(state, dict) or not state:
+        return None
+    name = saved.get("optimizer_name")
+    return (name if isinstance(name, str) and name else "AdamW"), state
 
 
 # -- metadata without weights ------------------------------------------------------------------------------
@@ -245,14 +211,7 @@ class HypernetworkInfo:
     """What a listing shows about a file, read without building the network."""
 
     name: str
-    sizes: tuple[int, ...]
-    layer_structure: tuple[float, ...]
-    activation_func: str | None
-    add_layer_norm: bool
-    use_dropout: bool
-    dropout_structure: tuple[float, ...]
-    activate_output: bool
-    weight_init: str
+    config: HypernetworkConfig
     step: int
     sd_checkpoint: str | None
     sd_checkpoint_name: str | None
@@ -260,18 +219,43 @@ class HypernetworkInfo:
     format: str
     sha256: str | None = None  # known when the whole file had to be read anyway (pickles)
 
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return self.config.sizes
+
+    @property
+    def layer_structure(self) -> tuple[float, ...]:
+        return self.config.layer_structure
+
+    @property
+    def activation_func(self) -> str | None:
+        return self.config.activation_func
+
+    @property
+    def add_layer_norm(self) -> bool:
+        return self.config.add_layer_norm
+
+    @property
+    def use_dropout(self) -> bool:
+        return self.config.use_dropout
+
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Everything known, flat (the config's fields beside the file's)."""
+        out = {"name": self.name, **dataclasses.asdict(self.config)}
+        out.update(step=self.step, sd_checkpoint=self.sd_checkpoint, sd_checkpoint_name=self.sd_checkpoint_name,
+                   optional_info=self.optional_info, format=self.format, sha256=self.sha256)
+        return out
 
 
-def _info_from_state(state: dict, path: Path, fmt: str, sha256: str | None) -> HypernetworkInfo:
-    hn = hypernetwork_from_state(state, path)
-    return HypernetworkInfo(
-        name=hn.name, sizes=tuple(hn.sizes()), layer_structure=tuple(hn.layer_structure),
-        activation_func=hn.activation_func, add_layer_norm=hn.add_layer_norm, use_dropout=hn.use_dropout,
-        dropout_structure=tuple(hn.dropout_structure), activate_output=hn.activate_output, weight_init=hn.weight_init,
-        step=hn.step, sd_checkpoint=hn.sd_checkpoint, sd_checkpoint_name=hn.sd_checkpoint_name,
-        optional_info=hn.optional_info, format=fmt, sha256=sha256)
+def _info(config: HypernetworkConfig, metadata: dict, path: Path, fmt: str, sha256: str | None) -> HypernetworkInfo:
+    try:
+        step = int(metadata.get("step") or 0)
+    except (TypeError, ValueError):
+        raise HypernetworkError(f"malformed metadata: step {metadata.get('step')!r}", path) from None
+    text = lambda key: None if metadata.get(key) is None else str(metadata.get(key))  # noqa: E731
+    return HypernetworkInfo(name=text("name") or path.stem, config=config, step=step,
+                            sd_checkpoint=text("sd_checkpoint"), sd_checkpoint_name=text("sd_checkpoint_name"),
+                            optional_info=text("optional_info"), format=fmt, sha256=sha256)
 
 
 def read_info(path) -> HypernetworkInfo:
@@ -280,7 +264,8 @@ def read_info(path) -> HypernetworkInfo:
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
         state, sha256 = read_state(path)
-        return _info_from_state(state, path, "pt", sha256)
+        config, _ = checked_state(state, path)
+        return _info(config, metadata_of(state), path, "pt", sha256)
     header, metadata = read_safetensors_header(path)
     if metadata.get("format") != SAFETENSORS_FORMAT and not _looks_like_hypernetwork_keys(header):
         raise _not_a_hypernetwork(header, path)
@@ -288,53 +273,18 @@ def read_info(path) -> HypernetworkInfo:
     sizes = sorted({int(key.split(".", 1)[0]) for key in header})
     if not sizes:
         raise NotAHypernetworkError("this file is not a hypernetwork (it has no attention-width entries)", path)
-    layer_structure = meta.get("layer_structure") or [1, 2, 1]
-    dropout = meta.get("dropout_structure")
-    use_dropout = True if dropout and any(dropout) else bool(meta.get("use_dropout", False))
-    if dropout is None:
-        dropout = parse_dropout_structure(layer_structure, use_dropout, bool(meta.get("last_layer_dropout", False)))
     try:
-        validate_structure(layer_structure, dropout, meta.get("activation_func"))
+        config = HypernetworkConfig.from_metadata(meta, sizes=sizes)
     except HypernetworkError as exc:
         raise exc.with_path(path) from None
-    return HypernetworkInfo(
-        name=meta.get("name") or path.stem, sizes=tuple(sizes), layer_structure=tuple(layer_structure),
-        activation_func=meta.get("activation_func"), add_layer_norm=bool(meta.get("is_layer_norm", False)),
-        use_dropout=use_dropout, dropout_structure=tuple(dropout),
-        activate_output=bool(meta.get("activate_output", True)),
-        weight_init=meta.get("weight_initialization", "Normal"), step=int(meta.get("step") or 0),
-        sd_checkpoint=meta.get("sd_checkpoint"), sd_checkpoint_name=meta.get("sd_checkpoint_name"),
-        optional_info=meta.get("optional_info"), format="safetensors")
+    return _info(config, meta, path, "safetensors", None)
 
 
 # -- writing -----------------------------------------------------------------------------------------------
-def to_state(hn: Hypernetwork) -> dict:
-    """AUTOMATIC1111's dict for ``hn``: plain dicts of contiguous fp32 CPU tensors, then the metadata."""
-    state: dict[Any, Any] = {}
-    for size, pair in sorted(hn.layers.items()):
-        state[int(size)] = tuple(
-            {key: value.detach().to("cpu", torch.float32).contiguous().clone()
-             for key, value in module.state_dict().items()} for module in pair)
-    state.update(hn.metadata())
-    return state
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def save_hypernetwork(hn: Hypernetwork, path, optimizer_state_dict=None) -> None:
-    """Write ``hn`` to ``path``: ``.safetensors`` with the metadata in its header, otherwise AUTOMATIC1111's
-    ``.pt``. With ``optimizer_state_dict``, also write ``path.optim`` stamped with the new file's hash."""
+def write_state(state: dict, path) -> str:
+    """Write AUTOMATIC1111's dict to ``path``, atomically: ``.safetensors`` with the metadata in its header,
+    otherwise a ``.pt`` that AUTOMATIC1111 1.8 and 1.10 open. Returns the new file's sha256."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = to_state(hn)
     if path.suffix.lower() == ".safetensors":
         from safetensors.torch import save_file
 
@@ -342,15 +292,18 @@ def save_hypernetwork(hn: Hypernetwork, path, optimizer_state_dict=None) -> None
                    for size, pair in state.items() if type(size) is int
                    for i, sd in enumerate(pair) for key, tensor in sd.items()}
         metadata = {"format": SAFETENSORS_FORMAT}
-        metadata.update({key: json.dumps(value) for key, value in state.items() if type(key) is str})
-        _atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+        metadata.update({key: json.dumps(value) for key, value in metadata_of(state).items()})
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     else:
-        _atomic_write(path, lambda tmp: torch.save(state, tmp))
-    hn.filename = str(path)
-    hn.sha256 = sha256_file(path)
-    hn._shorthash = hn.sha256[:10]
-    optimizer_state_dict = optimizer_state_dict or None
-    if optimizer_state_dict is not None:
-        sidecar = {"optimizer_name": hn.optimizer_name or "AdamW", "hash": hn._shorthash,
-                   "optimizer_state_dict": optimizer_state_dict}
-        _atomic_write(Path(str(path) + ".optim"), lambda tmp: torch.save(sidecar, tmp))
+        safe_pickle.save(state, path)
+    return sha256_file(path)
+
+
+def write_optimizer_state(path, optimizer_name: str, shorthash: str, optimizer_state_dict: dict) -> Path:
+    """Write ``path.optim`` (AUTOMATIC1111's sidecar), stamped with ``shorthash``: the hash of the file at
+    ``path`` it belongs to (AUTOMATIC1111 stamps the hash of the file the network was loaded from, so its log
+    copies never resume; we stamp the file beside it)."""
+    sidecar = Path(str(path) + ".optim")
+    safe_pickle.save({"optimizer_name": optimizer_name, "hash": shorthash,
+                      "optimizer_state_dict": optimizer_state_dict}, sidecar)
+    return sidecar

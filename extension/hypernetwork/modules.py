@@ -2,164 +2,70 @@
 
 A hypernetwork holds, for each enabled attention width ``dim``, a pair of residual MLPs
 ``(K module, V module)``. Each maps a context ``x`` of width ``dim`` to ``x + f(x) * multiplier``;
-the K module's output feeds the attention's ``to_k`` and the V module's ``to_v``.
+the K module's output feeds the attention's ``to_k`` and the V module's ``to_v``. How ``f`` is built is the
+:class:`~extension.hypernetwork.config.HypernetworkConfig`'s business; the constructors keep AUTOMATIC1111's
+signatures on top of it.
 
-The layout of ``f`` (a ``torch.nn.Sequential`` named ``linear``) is rebuilt exactly as AUTOMATIC1111
-builds it, because its state-dict keys are the Sequential's indices: for each step ``i`` of
-``layer_structure`` a Linear, then the activation (skipped on the last Linear unless
-``activate_output``), then LayerNorm (if ``add_layer_norm``), then Dropout (if
-``dropout_structure[i+1] > 0``).
-
-File reading and writing live in :mod:`extension.hypernetwork.files`; this module only builds and runs.
+Files are read and written by :mod:`extension.hypernetwork.files` (this module calls it; it never calls here).
 """
 from __future__ import annotations
 
 import copy
-import functools
-import os
-from typing import Iterable, Sequence
+import threading
+from pathlib import Path
+from typing import Iterable
 
 import torch
 
 from ..errors import HypernetworkError
-
-WEIGHT_INITS = ("Normal", "XavierUniform", "XavierNormal", "KaimingUniform", "KaimingNormal")
-
-# AUTOMATIC1111's explicit names; "swish" is Hardswish there, not SiLU.
-_NAMED_ACTIVATIONS = {
-    "linear": torch.nn.Identity,
-    "relu": torch.nn.ReLU,
-    "leakyrelu": torch.nn.LeakyReLU,
-    "elu": torch.nn.ELU,
-    "swish": torch.nn.Hardswish,
-    "tanh": torch.nn.Tanh,
-    "sigmoid": torch.nn.Sigmoid,
-}
-
-
-@functools.cache
-def activation_classes() -> dict[str, type[torch.nn.Module]]:
-    """Every activation name a hypernetwork may use, mapped to its ``torch.nn`` class.
-
-    AUTOMATIC1111 adds every class of ``torch.nn.modules.activation`` by lower-cased name. Of those we
-    keep the ones that build without arguments and keep the width (so ``threshold``,
-    ``multiheadattention`` and ``glu`` are left out: files using them could never have loaded).
-    Computed once; the result depends only on the installed torch.
-    """
-    import torch.nn.modules.activation as activation_module
-
-    classes = dict(_NAMED_ACTIVATIONS)
-    probe = torch.zeros(2, 3, 8)
-    for cls_name in dir(activation_module):
-        cls = getattr(activation_module, cls_name)
-        if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
-            continue
-        if cls.__module__ != activation_module.__name__ or cls_name.lower() in classes:
-            continue
-        try:
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                keeps_width = cls()(probe).shape == probe.shape
-        except Exception:
-            keeps_width = False
-        if keeps_width:
-            classes[cls_name.lower()] = cls
-    return classes
-
-
-def parse_dropout_structure(layer_structure, use_dropout: bool, last_layer_dropout: bool) -> list[float]:
-    """Dropout per layer for files that store none (AUTOMATIC1111's pre-2023 fixed 0.3 rule)."""
-    if layer_structure is None:
-        layer_structure = [1, 2, 1]
-    if not use_dropout:
-        return [0] * len(layer_structure)
-    return [0] + [0.3] * (len(layer_structure) - 3) + [0.3 if last_layer_dropout else 0] + [0]
-
-
-def validate_structure(layer_structure, dropout_structure=None, activation_func=None) -> None:
-    """Raise :class:`HypernetworkError` for a structure AUTOMATIC1111 could never have built."""
-    if layer_structure is None or len(layer_structure) < 2:
-        raise HypernetworkError(f"layer structure must list at least two sizes, got {layer_structure!r}")
-    if layer_structure[0] != 1:
-        raise HypernetworkError(f"Multiplier Sequence should start with size 1! (layer structure {list(layer_structure)})")
-    if layer_structure[-1] != 1:
-        raise HypernetworkError(f"Multiplier Sequence should end with size 1! (layer structure {list(layer_structure)})")
-    if any(not isinstance(x, (int, float)) or x <= 0 for x in layer_structure):
-        raise HypernetworkError(f"layer structure sizes must be positive numbers, got {list(layer_structure)}")
-    if dropout_structure is not None:
-        if len(dropout_structure) != len(layer_structure):
-            raise HypernetworkError(
-                f"dropout structure {list(dropout_structure)} must have as many entries as "
-                f"layer structure {list(layer_structure)}"
-            )
-        if any(not isinstance(p, (int, float)) or not 0 <= p < 1 for p in dropout_structure):
-            raise HypernetworkError(f"dropout probabilities must lie in [0, 1), got {list(dropout_structure)}")
-    if activation_func is not None and activation_func not in activation_classes():
-        raise HypernetworkError(f"hypernetwork uses an unsupported activation function: {activation_func}")
-
-
-def fix_old_state_dict(state_dict: dict) -> dict:
-    """Rename the NovelAI / October 2022 keys ``linear1.*``, ``linear2.*`` to ``linear.0.*``, ``linear.1.*``."""
-    renames = {"linear1.bias": "linear.0.bias", "linear1.weight": "linear.0.weight",
-               "linear2.bias": "linear.1.bias", "linear2.weight": "linear.1.weight"}
-    return {renames.get(key, key): value for key, value in state_dict.items()}
+from ..fileio import sha256_file
+from . import files
+from .config import WEIGHT_INITS, HypernetworkConfig
 
 
 class HypernetworkModule(torch.nn.Module):
-    """One residual MLP: ``forward(x) = x + linear(x) * multiplier`` (multiplier 1 while training)."""
+    """One residual MLP: ``forward(x) = x + linear(x) * multiplier`` (multiplier 1 while training).
+
+    AUTOMATIC1111's signature. ``layer_structure`` is required, as there; ``dropout_structure=None`` means no
+    dropout. :meth:`from_config` builds one from a :class:`HypernetworkConfig`.
+    """
 
     def __init__(self, dim, state_dict=None, layer_structure=None, activation_func=None, weight_init="Normal",
                  add_layer_norm=False, activate_output=False, dropout_structure=None):
         super().__init__()
+        if layer_structure is None:
+            raise HypernetworkError("a HypernetworkModule needs a layer structure, e.g. [1, 2, 1]")
+        config = HypernetworkConfig(
+            layer_structure=layer_structure, activation_func=activation_func, weight_init=weight_init,
+            add_layer_norm=add_layer_norm, activate_output=activate_output,
+            dropout_structure=dropout_structure if dropout_structure is not None else [0] * len(layer_structure))
+        self._build(int(dim), config, state_dict)
+
+    @classmethod
+    def from_config(cls, dim: int, config: HypernetworkConfig, state_dict=None) -> "HypernetworkModule":
+        """The module for width ``dim`` that ``config`` describes, with ``state_dict``'s weights or fresh ones."""
+        module = cls.__new__(cls)
+        torch.nn.Module.__init__(module)
+        module._build(int(dim), config, state_dict)
+        return module
+
+    def _build(self, dim: int, config: HypernetworkConfig, state_dict) -> None:
         self.multiplier = 1.0
-        validate_structure(layer_structure, dropout_structure, activation_func)
-        classes = activation_classes()
-        layers: list[torch.nn.Module] = []
-        for i in range(len(layer_structure) - 1):
-            layers.append(torch.nn.Linear(int(dim * layer_structure[i]), int(dim * layer_structure[i + 1])))
-            if activation_func not in (None, "linear") and (i < len(layer_structure) - 2 or activate_output):
-                layers.append(classes[activation_func]())
-            if add_layer_norm:
-                layers.append(torch.nn.LayerNorm(int(dim * layer_structure[i + 1])))
-            if dropout_structure is not None and dropout_structure[i + 1] > 0:
-                layers.append(torch.nn.Dropout(p=dropout_structure[i + 1]))
-        self.linear = torch.nn.Sequential(*layers)
-
+        self.dim = dim
+        self.config = config
+        self.linear = torch.nn.Sequential(*(spec.build() for spec in config.layout(dim)))
         if state_dict is not None:
-            self._load_weights(fix_old_state_dict(state_dict), dim)
+            weights = config.check_weights(dim, state_dict)
+            self.linear.load_state_dict({key.removeprefix("linear."): value.float() for key, value in weights.items()},
+                                        strict=True)
         else:
-            self._initialize(weight_init, activation_func)
+            self._initialize()
 
-    def _load_weights(self, state_dict: dict, dim: int) -> None:
-        expected = self.linear.state_dict()
-        prefixed = {key.removeprefix("linear."): value for key, value in state_dict.items()}
-        missing = sorted(set(expected) - set(prefixed))
-        unexpected = sorted(set(prefixed) - set(expected))
-        if missing or unexpected:
-            raise HypernetworkError(
-                f"weights for width {dim} do not fit the layout the metadata describes "
-                f"(missing {['linear.' + k for k in missing]}, unexpected {['linear.' + k for k in unexpected]})"
-            )
-        for key, value in prefixed.items():
-            if not isinstance(value, torch.Tensor):
-                raise HypernetworkError(f"weight linear.{key} for width {dim} is not a tensor")
-            if tuple(value.shape) != tuple(expected[key].shape):
-                raise HypernetworkError(
-                    f"weight linear.{key} for width {dim} has shape {tuple(value.shape)}, "
-                    f"the layout needs {tuple(expected[key].shape)}"
-                )
-            if not value.is_floating_point() or not torch.isfinite(value).all():
-                raise HypernetworkError(f"weight linear.{key} for width {dim} holds NaN, inf or non-float values")
-        self.linear.load_state_dict({key: value.float() for key, value in prefixed.items()}, strict=True)
-
-    def _initialize(self, weight_init, activation_func) -> None:
+    def _initialize(self) -> None:
         """AUTOMATIC1111's init, LayerNorm included (its gain gets N(0, 0.01) too, as there)."""
-        weight_init = weight_init or "Normal"
-        if weight_init not in WEIGHT_INITS:
-            raise HypernetworkError(f"Key {weight_init} is not defined as initialization! (choose one of {WEIGHT_INITS})")
-        nonlinearity = "leaky_relu" if activation_func == "leakyrelu" else "relu"
+        weight_init = self.config.weight_init
+        assert weight_init in WEIGHT_INITS
+        nonlinearity = "leaky_relu" if self.config.activation_func == "leakyrelu" else "relu"
         for layer in self.linear:
             if not isinstance(layer, (torch.nn.Linear, torch.nn.LayerNorm)):
                 continue
@@ -189,16 +95,22 @@ class HypernetworkModule(torch.nn.Module):
         m = 1.0 if self.training else (self.multiplier if multiplier is None else multiplier)
         if m == 0:
             return x
-        # Each layer with weights runs in its weights' dtype: fp32 throughout for AUTOMATIC1111's fp32 weights;
-        # with ``Hypernetwork.for_inference``'s half copies (half Linear, fp32 LayerNorm) exactly what autocast
-        # computes in AUTOMATIC1111 on a half-precision model, without autocast's per-call weight casts.
+        return x + self.residual(x).to(x.dtype) * m
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """``f(x)``, the MLP alone, in the dtype of its last layer with weights.
+
+        Each layer with weights runs in its weights' dtype: fp32 throughout for AUTOMATIC1111's fp32 weights;
+        with ``Hypernetwork.for_inference``'s half copies (half Linear, fp32 LayerNorm) exactly what autocast
+        computes in AUTOMATIC1111 on a half-precision model, without autocast's per-call weight casts.
+        """
         h = x
         for layer in self.linear:
             weight = getattr(layer, "weight", None)
             if weight is not None and h.dtype != weight.dtype:
                 h = h.to(weight.dtype)
             h = layer(h)
-        return x + h.to(x.dtype) * m
+        return h
 
     def trainables(self) -> list[torch.Tensor]:
         return [p for layer in self.linear if isinstance(layer, (torch.nn.Linear, torch.nn.LayerNorm))
@@ -206,45 +118,110 @@ class HypernetworkModule(torch.nn.Module):
 
 
 class Hypernetwork:
-    """A named set of ``(K, V)`` module pairs keyed by attention width, with AUTOMATIC1111's metadata."""
+    """A named set of ``(K, V)`` module pairs keyed by attention width, with AUTOMATIC1111's metadata.
 
-    filename = None
-    name = None
+    The constructor keeps AUTOMATIC1111's signature; ``last_layer_dropout`` and ``dropout_structure`` are its
+    two extra keywords, and any other keyword is an error (AUTOMATIC1111 silently swallowed them). The
+    structure is :attr:`config`; :meth:`from_config` builds from one directly.
+    """
 
     def __init__(self, name=None, enable_sizes=None, layer_structure=None, activation_func=None, weight_init=None,
-                 add_layer_norm=False, use_dropout=False, activate_output=False, **kwargs):
-        self.filename = None
+                 add_layer_norm=False, use_dropout=False, activate_output=False, *, last_layer_dropout=True,
+                 dropout_structure=None):
+        config = HypernetworkConfig(
+            sizes=tuple(enable_sizes or ()), layer_structure=layer_structure if layer_structure is not None
+            else (1, 2, 1), activation_func=activation_func, weight_init=weight_init or "Normal",
+            add_layer_norm=add_layer_norm, use_dropout=use_dropout, dropout_structure=dropout_structure,
+            last_layer_dropout=last_layer_dropout, activate_output=activate_output)
+        self._setup(name, config)
+        for size in config.sizes:
+            self.layers[size] = (HypernetworkModule.from_config(size, config),
+                                 HypernetworkModule.from_config(size, config))
+        self.eval()
+
+    def _setup(self, name, config: HypernetworkConfig) -> None:
+        self.config = config
+        self.filename: str | None = None
         self.name = name
         self.layers: dict[int, tuple[HypernetworkModule, HypernetworkModule]] = {}
         self.step = 0
         self.sd_checkpoint = None
         self.sd_checkpoint_name = None
-        self.layer_structure = list(layer_structure) if layer_structure is not None else [1, 2, 1]
-        self.activation_func = activation_func
-        self.weight_init = weight_init or "Normal"
-        self.add_layer_norm = add_layer_norm
-        self.use_dropout = use_dropout
-        self.activate_output = activate_output
-        self.last_layer_dropout = kwargs.get("last_layer_dropout", True)
-        self.dropout_structure = kwargs.get("dropout_structure")
-        if self.dropout_structure is None:
-            self.dropout_structure = parse_dropout_structure(self.layer_structure, self.use_dropout,
-                                                             self.last_layer_dropout)
         self.optimizer_name = None
         self.optimizer_state_dict = None
         self.optional_info = None
         self.sha256: str | None = None  # of the file loaded or saved, when known
-        self._inference_copies: dict[tuple, "Hypernetwork"] = {}
-        self._shorthash: str | None = None
+        self._lock = threading.Lock()  # guards the caches below, which threads sharing this network fill
+        self._inference_copies: dict[tuple, tuple[tuple, Hypernetwork]] = {}
 
-        validate_structure(self.layer_structure, self.dropout_structure, self.activation_func)
-        for size in enable_sizes or []:
-            self.layers[int(size)] = (self._module(int(size)), self._module(int(size)))
-        self.eval()
+    @classmethod
+    def from_config(cls, config: HypernetworkConfig, name: str | None = None) -> "Hypernetwork":
+        """A fresh network (AUTOMATIC1111's init) with the structure ``config`` describes."""
+        hn = cls.__new__(cls)
+        hn._setup(name, config)
+        for size in config.sizes:
+            hn.layers[size] = (HypernetworkModule.from_config(size, config),
+                               HypernetworkModule.from_config(size, config))
+        return hn.eval()
 
-    def _module(self, dim: int, state_dict=None) -> HypernetworkModule:
-        return HypernetworkModule(dim, state_dict, self.layer_structure, self.activation_func, self.weight_init,
-                                  self.add_layer_norm, self.activate_output, dropout_structure=self.dropout_structure)
+    @classmethod
+    def from_state(cls, state: dict, path=None, name: str | None = None) -> "Hypernetwork":
+        """Build from AUTOMATIC1111's dict (``{width: (K sd, V sd), "layer_structure": ..., ...}``), with its
+        defaults for missing keys; every weight is checked against the structure the metadata describes.
+
+        ``name`` (else the file's stem) is used when the file stores none.
+        """
+        config, weights = files.checked_state(state, path)
+        hn = cls.__new__(cls)
+        hn._setup(name or (Path(path).stem if path is not None else None), config)
+        hn.filename = str(path) if path is not None else None
+        for size, (k, v) in weights.items():
+            hn.layers[size] = (HypernetworkModule.from_config(size, config, k),
+                               HypernetworkModule.from_config(size, config, v))
+        metadata = files.metadata_of(state)
+        hn.name = metadata.get("name") or hn.name
+        try:
+            hn.step = int(metadata.get("step") or 0)
+        except (TypeError, ValueError):
+            raise HypernetworkError(f"malformed metadata: step {metadata.get('step')!r}", path) from None
+        hn.optional_info = metadata.get("optional_info")
+        hn.sd_checkpoint = metadata.get("sd_checkpoint")
+        hn.sd_checkpoint_name = metadata.get("sd_checkpoint_name")
+        hn.optimizer_name = metadata.get("optimizer_name")
+        return hn.eval()
+
+    # -- the structure, as AUTOMATIC1111's attributes ---------------------------------------------------------
+    @property
+    def layer_structure(self) -> list[float]:
+        return list(self.config.layer_structure)
+
+    @property
+    def activation_func(self) -> str | None:
+        return self.config.activation_func
+
+    @property
+    def weight_init(self) -> str:
+        return self.config.weight_init
+
+    @property
+    def add_layer_norm(self) -> bool:
+        return self.config.add_layer_norm
+
+    @property
+    def use_dropout(self) -> bool:
+        return self.config.use_dropout
+
+    @property
+    def activate_output(self) -> bool:
+        return self.config.activate_output
+
+    @property
+    def dropout_structure(self) -> list[float]:
+        return list(self.config.dropout_structure)
+
+    @property
+    def last_layer_dropout(self) -> bool:
+        return self.config.dropout_structure[-2] != 0
 
     # -- AUTOMATIC1111's methods -------------------------------------------------------------------------
     def weights(self) -> list[torch.Tensor]:
@@ -267,38 +244,6 @@ class Hypernetwork:
                 module.to(device=device, dtype=dtype)
         return self
 
-    def for_inference(self, device, dtype: torch.dtype = torch.float32) -> "Hypernetwork":
-        """This network ready to run beside a model on ``device`` in ``dtype``; this object is not changed.
-
-        On CPU, or with an fp32 model, the weights are fp32 (as AUTOMATIC1111 keeps them). On CUDA with a
-        half-precision model the Linear weights are copied to that precision once (LayerNorm stays fp32): the
-        matmuls autocast runs in AUTOMATIC1111, from weights cast once instead of at every call. Copies are kept, and made
-        afresh when this network's weights have changed since (training).
-        """
-        device = torch.device(device)
-        half = device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
-        params = self.weights()
-        if not half and all(p.device == device and p.dtype == torch.float32 for p in params):
-            return self
-        key = (str(device), dtype if half else torch.float32)
-        versions = tuple(p._version for p in params)
-        cached = self._inference_copies.get(key)
-        if cached is not None and cached[0] == versions:
-            return cached[1]
-        clone = copy.copy(self)
-        clone._inference_copies = {}
-        clone.layers = {size: tuple(copy.deepcopy(module).to(device) for module in pair)
-                        for size, pair in self.layers.items()}
-        if half:
-            for pair in clone.layers.values():
-                for module in pair:
-                    for layer in module.linear:
-                        if isinstance(layer, torch.nn.Linear):
-                            layer.to(dtype)
-        clone.eval()
-        self._inference_copies[key] = (versions, clone)
-        return clone
-
     def set_multiplier(self, multiplier: float) -> "Hypernetwork":
         for pair in self.layers.values():
             for module in pair:
@@ -317,55 +262,126 @@ class Hypernetwork:
 
     def shorthash(self) -> str | None:
         """First 10 hex digits of the sha256 of the file this network was loaded from or saved to."""
-        if self._shorthash is None and self.filename and os.path.exists(self.filename):
-            from .files import sha256_file
-
-            self.sha256 = sha256_file(self.filename)
-            self._shorthash = self.sha256[:10]
-        return self._shorthash
+        with self._lock:
+            if self.sha256 is None and self.filename and Path(self.filename).exists():
+                self.sha256 = sha256_file(self.filename)
+            return self.sha256[:10] if self.sha256 else None
 
     def save(self, filename, optimizer_state_dict=None) -> None:
-        """Write ``.safetensors`` or AUTOMATIC1111's ``.pt`` (chosen by extension); ``.optim`` beside it if given."""
-        from .files import save_hypernetwork
+        """Write ``.safetensors`` or AUTOMATIC1111's ``.pt`` (chosen by extension), atomically.
 
-        save_hypernetwork(self, filename, optimizer_state_dict=optimizer_state_dict)
+        Args:
+            filename: the file to write; ``.pt`` files open in AUTOMATIC1111 1.8 and 1.10.
+            optimizer_state_dict: when given, ``filename.optim`` is written beside it, stamped with the hash of
+                the new file (so a resume from this very file finds it).
+        """
+        sha256 = files.write_state(self.to_state(), filename)
+        with self._lock:
+            self.filename, self.sha256 = str(filename), sha256
+        if optimizer_state_dict:
+            files.write_optimizer_state(filename, self.optimizer_name or "AdamW", sha256[:10], optimizer_state_dict)
 
     def load(self, filename) -> "Hypernetwork":
-        from .files import load_hypernetwork_into
-
-        return load_hypernetwork_into(self, filename)
+        """AUTOMATIC1111's ``Hypernetwork.load``: fill this object from the file (its stored name wins), and
+        take the ``.optim`` sidecar's state when it was written for this very file."""
+        state, sha256 = files.read_state(filename)
+        loaded = Hypernetwork.from_state(state, filename, name=self.name)
+        self.__dict__.update(loaded.__dict__)
+        self.sha256 = sha256
+        self.optimizer_state_dict = None
+        saved = files.read_optimizer_state(filename, sha256[:10])
+        if saved is not None:
+            self.optimizer_name, self.optimizer_state_dict = saved
+        else:
+            self.optimizer_name = "AdamW"
+        return self
 
     def metadata(self) -> dict:
         """The AUTOMATIC1111 metadata fields, as its ``.pt`` files store them."""
-        return {
+        structure = self.config.to_metadata()
+        return {  # in the order AUTOMATIC1111's save writes them
             "step": self.step,
             "name": self.name,
-            "layer_structure": list(self.layer_structure),
-            "activation_func": self.activation_func,
-            "is_layer_norm": self.add_layer_norm,
-            "weight_initialization": self.weight_init,
+            "layer_structure": structure["layer_structure"],
+            "activation_func": structure["activation_func"],
+            "is_layer_norm": structure["is_layer_norm"],
+            "weight_initialization": structure["weight_initialization"],
             "sd_checkpoint": self.sd_checkpoint,
             "sd_checkpoint_name": self.sd_checkpoint_name,
-            "activate_output": self.activate_output,
-            "use_dropout": self.use_dropout,
-            "dropout_structure": list(self.dropout_structure) if self.dropout_structure is not None else None,
-            "last_layer_dropout": (self.dropout_structure[-2] != 0) if self.dropout_structure is not None
-            else self.last_layer_dropout,
+            "activate_output": structure["activate_output"],
+            "use_dropout": structure["use_dropout"],
+            "dropout_structure": structure["dropout_structure"],
+            "last_layer_dropout": structure["last_layer_dropout"],
             "optional_info": self.optional_info or None,
         }
+
+    def to_state(self) -> dict:
+        """AUTOMATIC1111's dict: ``{width: (K state dict, V state dict)}`` of contiguous fp32 CPU tensors, then
+        the metadata."""
+        state: dict = {}
+        for size, pair in sorted(self.layers.items()):
+            state[int(size)] = tuple(
+                {f"linear.{key}": value.detach().to("cpu", torch.float32).contiguous().clone()
+                 for key, value in module.linear.state_dict().items()} for module in pair)
+        state.update(self.metadata())
+        return state
+
+    # -- inference --------------------------------------------------------------------------------------------
+    def for_inference(self, device, dtype: torch.dtype = torch.float32) -> "Hypernetwork":
+        """This network ready to run beside a model on ``device`` in ``dtype``; this object is not changed.
+
+        On CPU, or with an fp32 model, the weights are fp32 (as AUTOMATIC1111 keeps them). On CUDA with a
+        half-precision model the Linear weights are copied to that precision once (LayerNorm stays fp32): the
+        matmuls autocast runs in AUTOMATIC1111, from weights cast once instead of at every call. Copies are
+        kept (thread-safe), and made afresh when this network's weights have changed since (training).
+        """
+        device = torch.device(device)
+        half = device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
+        params = self.weights()
+        if not half and all(p.device == device and p.dtype == torch.float32 for p in params):
+            return self
+        key = (str(device), dtype if half else torch.float32)
+        versions = tuple(p._version for p in params)
+        with self._lock:
+            cached = self._inference_copies.get(key)
+            if cached is not None and cached[0] == versions:
+                return cached[1]
+            clone = copy.copy(self)
+            clone._lock = threading.Lock()
+            clone._inference_copies = {}
+            clone.layers = {size: tuple(copy.deepcopy(module).to(device) for module in pair)
+                            for size, pair in self.layers.items()}
+            if half:
+                for pair in clone.layers.values():
+                    for module in pair:
+                        for layer in module.linear:
+                            if isinstance(layer, torch.nn.Linear):
+                                layer.to(dtype)
+            clone.eval()
+            self._inference_copies[key] = (versions, clone)
+            return clone
 
     def __repr__(self) -> str:
         return (f"Hypernetwork(name={self.name!r}, sizes={self.sizes()}, layer_structure={self.layer_structure}, "
                 f"activation_func={self.activation_func!r}, step={self.step})")
 
 
+def load_hypernetwork(path) -> Hypernetwork:
+    """Load a hypernetwork file (``.pt``, ``.ckpt`` or ``.safetensors``) and its ``.optim`` sidecar."""
+    return Hypernetwork().load(path)
+
+
 def apply_hypernetworks(networks: Iterable[tuple[Hypernetwork, float]], context: torch.Tensor):
-    """Chain several networks in order, K into K and V into V (AUTOMATIC1111's ``apply_hypernetworks``)."""
+    """Chain several networks in order, K into K and V into V (AUTOMATIC1111's ``apply_hypernetworks``).
+
+    Args:
+        networks: ``(network, multiplier)`` pairs, in prompt order.
+        context: the attention's context, ``(batch, tokens, width)``.
+
+    Returns:
+        ``(K context, V context)``: what ``to_k`` and ``to_v`` read.
+    """
     context_k = context_v = context
     for network, multiplier in networks:
         context_k, context_v = network.apply(context_k, context_v, multiplier)
     return context_k, context_v
-
-
-def enabled_sizes(networks: Sequence[Hypernetwork]) -> set[int]:
-    return {size for network in networks for size in network.layers}

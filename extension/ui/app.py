@@ -75,7 +75,7 @@ NATIVE_SIZE = {"sd1": 512, "sd2": 512, "sd2-v": 768, "sdxl": 1024}
 
 def checkpoint_choices(ctx: AppState) -> list[tuple[str, str]]:
     """(label, value) for the checkpoint dropdown: the demo model, then the checkpoints folder."""
-    from ..checkpoints.manager import DEMO_NAME
+    from ..demo.pretrained import NAME as DEMO_NAME
 
     choices = [(DEMO_NAME, DEMO_NAME)]
     try:
@@ -87,7 +87,7 @@ def checkpoint_choices(ctx: AppState) -> list[tuple[str, str]]:
 
 def model_value(model) -> str | None:
     """The dropdown value naming ``model``."""
-    from ..checkpoints.manager import DEMO_NAME
+    from ..demo.pretrained import NAME as DEMO_NAME
 
     if model is None:
         return None
@@ -102,7 +102,7 @@ def is_demo_model(model) -> bool:
 
 
 def is_random_demo(model) -> bool:
-    from ..checkpoints.manager import DEMO_RANDOM_NAME
+    from ..demo.pretrained import RANDOM_NAME as DEMO_RANDOM_NAME
 
     return is_demo_model(model) and getattr(model, "name", None) == DEMO_RANDOM_NAME
 

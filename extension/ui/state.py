@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import paths
 from ..library import HypernetworkLibrary
 from ..processing import Txt2ImgResult
 from .callbacks import Callbacks, GenerateHook, SettingSpec, load_scripts
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 @dataclasses.dataclass
@@ -31,16 +31,16 @@ class ServeOptions:
     port: int = 7860
     gradio_auth: str | None = None
     gradio_auth_path: Path | None = None
-    hypernetwork_dir: Path = ROOT / "models" / "hypernetworks"
-    ckpt_dir: Path = ROOT / "models" / "Stable-diffusion"
+    hypernetwork_dir: Path = paths.HYPERNETWORK_DIR
+    ckpt_dir: Path = paths.CKPT_DIR
     ckpt: str | None = None
     device: str | None = None
     precision: str | None = None
-    outdir: Path = ROOT / "outputs"
-    ui_settings_file: Path | None = ROOT / "config.json"
-    scripts_dir: Path = ROOT / "scripts"
-    javascript_dir: Path = ROOT / "javascript"
-    style_css: Path = ROOT / "style.css"
+    outdir: Path = paths.OUTPUT_DIR
+    ui_settings_file: Path | None = paths.SETTINGS_FILE
+    scripts_dir: Path = paths.SCRIPTS_DIR
+    javascript_dir: Path = paths.JAVASCRIPT_DIR
+    style_css: Path = paths.STYLE_CSS
     # Use the random-weight demo model even when the trained one exists (tests; also $SD_WEBUI_DEMO_RANDOM=1).
     demo_random: bool = False
 
@@ -287,13 +287,13 @@ class AppState:
 
 
 def make_model_manager(options: ServeOptions):
-    from ..checkpoints.manager import DEMO_MODEL_DIR, ModelManager
+    """The checkpoints folder, with the demo model as the built-in fallback (random weights when asked)."""
+    from ..checkpoints import ModelManager
+    from ..demo.pretrained import builtin_model
 
     demo_random = options.demo_random or os.environ.get("SD_WEBUI_DEMO_RANDOM", "") not in ("", "0")
-    # A demo folder without model_index.json makes the manager build the random-weight demo pipeline.
-    demo_dir = options.outdir / ".no-demo-model" if demo_random else DEMO_MODEL_DIR
     return ModelManager(options.ckpt_dir, device=options.device, precision=options.precision, default=options.ckpt,
-                        demo_dir=demo_dir)
+                        builtin=builtin_model(random=demo_random))
 
 
 def build_state(options: Any, models=None, library: HypernetworkLibrary | None = None) -> AppState:
