@@ -12,12 +12,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
-from extension.hypernetwork.attention import (ActiveHypernetworks, HypernetworkAttnProcessor, apply_hypernetworks,
+from extension.hypernetwork.attention import (ActiveHypernetworks, HypernetworkAttnProcessor,
                                  attention_widths, compatibility_messages, hypernetworks_applied,
                                  install_hypernetwork_processors, is_installed, remove_hypernetwork_processors)
 from extension.demo.architecture import (ATTENTION_WIDTHS, CROSS_ATTENTION_DIM, SELF_ATTENTION_WIDTHS,
                                          build_random_pipeline)
 from extension.hypernetwork import Hypernetwork
+from extension.hypernetwork.reference import a1111_hooks
 from extension.hypernetwork import load_hypernetwork
 
 FIXTURES = Path(__file__).parent / "fixtures" / "a1111"
@@ -59,31 +60,10 @@ def run(unet, inputs, **kwargs) -> torch.Tensor:
 
 
 def reference(unet, inputs, networks) -> torch.Tensor:
-    """The UNet with its stock processors and the modules applied by forward pre-hooks on to_k / to_v."""
+    """The UNet with its stock processors and the modules applied AUTOMATIC1111's way (pre-hooks)."""
     assert not is_installed(unet)
-
-    def hook(which):
-        def pre_hook(module, args):
-            context = args[0]
-            for hn, multiplier in networks:
-                pair = hn.layers.get(context.shape[-1])
-                if pair is not None:
-                    context = pair[which](context, multiplier)
-            return (context,)
-        return pre_hook
-
-    from diffusers.models.attention_processor import Attention
-
-    handles = []
-    for module in unet.modules():
-        if isinstance(module, Attention):
-            handles.append(module.to_k.register_forward_pre_hook(hook(0)))
-            handles.append(module.to_v.register_forward_pre_hook(hook(1)))
-    try:
+    with a1111_hooks(unet, networks):
         return run(unet, inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def patched(unet, inputs, networks) -> torch.Tensor:
@@ -172,7 +152,6 @@ def test_context_manager_applies_and_restores(unet, inputs):
         torch.testing.assert_close(run(unet, inputs), expected, atol=1e-5, rtol=1e-5)
     assert all(unet.attn_processors[name] is before[name] for name in before)
     assert torch.equal(run(unet, inputs), baseline)
-    assert apply_hypernetworks is hypernetworks_applied
 
 
 def test_context_manager_restores_on_error_and_nests(unet, inputs):

@@ -12,7 +12,8 @@ from PIL import Image
 
 from extension.demo import EXAMPLE_PROMPTS, VOCABULARY, architecture, dataset, vocabulary
 from extension.demo.evaluate import cases, generate, prompt_following, read_picture
-from extension.demo.hypernetwork_hooks import attention_modules, hypernetwork_applied
+from extension.hypernetwork.attention import hypernetworks_applied
+from extension.hypernetwork.reference import a1111_hooks, attention_modules
 from extension.demo.pretrained import HYPERNETWORK_PATH, MODEL_DIR, is_trained_model, load_pipeline
 from extension.hypernetwork import Hypernetwork
 from extension.hypernetwork import load_hypernetwork
@@ -93,22 +94,20 @@ def test_shipped_hypernetwork_covers_every_width_and_changes_the_pictures(pipe):
     assert PREVIEW_PATH.is_file() and DESCRIPTION_PATH.read_text(encoding="utf-8").strip()
     prompts, seeds = list(EXAMPLE_PROMPTS[:4]), [1, 2, 3, 4]
     plain = generate(pipe, prompts, seeds, steps=8)
-    with hypernetwork_applied(pipe.unet, network, 0.0):
+    with hypernetworks_applied(pipe, [(network, 0.0)]):
         zero = generate(pipe, prompts, seeds, steps=8)
-    with hypernetwork_applied(pipe.unet, network, 1.0):
+    with hypernetworks_applied(pipe, [(network, 1.0)]):
         styled = generate(pipe, prompts, seeds, steps=8)
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(plain, zero))
     difference = np.mean([np.abs(np.asarray(a, float) - np.asarray(b, float)).mean() for a, b in zip(plain, styled)])
     assert difference > 10, difference  # mean absolute change per pixel channel, out of 255
 
 
-def test_the_project_attention_processor_draws_what_the_training_hooks_drew(pipe):
-    """The network was trained through forward pre-hooks; ``<hypernet:demo:1>`` goes through the processor."""
-    from extension.hypernetwork.attention import hypernetworks_applied
-
+def test_the_project_attention_processor_draws_what_automatic1111s_hooks_draw(pipe):
+    """``<hypernet:demo:1>`` through the processor gives AUTOMATIC1111's pictures (pre-hooks on to_k/to_v)."""
     network = load_hypernetwork(HYPERNETWORK_PATH)
     prompts, seeds = list(EXAMPLE_PROMPTS[:2]), [5, 6]
-    with hypernetwork_applied(pipe.unet, network, 1.0):
+    with a1111_hooks(pipe.unet, [(network, 1.0)]):
         hooked = generate(pipe, prompts, seeds, steps=4)
     with hypernetworks_applied(pipe, [(network, 1.0)]):
         processed = generate(pipe, prompts, seeds, steps=4)
@@ -124,7 +123,7 @@ def test_hooks_apply_modules_by_context_width_and_go_away():
     context = torch.randn(1, 77, architecture.CROSS_ATTENTION_DIM)
     with torch.no_grad():
         before = unet(sample, t, context).sample
-        with hypernetwork_applied(unet, network, 1.0):
+        with a1111_hooks(unet, [(network, 1.0)]):
             changed = unet(sample, t, context).sample
         after = unet(sample, t, context).sample
     assert not torch.allclose(before, changed) and torch.equal(before, after)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .dataset import grid
 from .evaluate import generate
-from .hypernetwork_hooks import hypernetwork_applied
+from ..hypernetwork.attention import hypernetworks_applied
 
 DESCRIPTION = (
     "Demo style for the built-in demo model: draws its shapes as thick outlines instead of filled "
@@ -36,7 +36,7 @@ def write_card(pipe, network, network_path, steps: int = 20, scale: int = 2) -> 
     """Draw the preview (4 prompts with the network at 1.0) and write the description."""
     preview, description = card_paths(network_path)
     prompts = list(PREVIEW_PROMPTS)
-    with hypernetwork_applied(pipe.unet, network, 1.0):
+    with hypernetworks_applied(pipe, [(network, 1.0)]):
         images = generate(pipe, prompts, list(range(len(prompts))), steps)
     grid(images, 2, scale).save(preview)
     description.write_text(DESCRIPTION + "\n", encoding="utf-8")

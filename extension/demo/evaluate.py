@@ -192,14 +192,14 @@ def prompt_following(pipe, cases_: list[Case], steps: int = 20, guidance: float 
 def report(pipe, samples: int = 96, seed: int = 1234, steps: int = 20, guidance: float = 5.0,
            hypernetwork=None) -> dict:
     """Figures for trained and held-out combinations (and, given a hypernetwork, the same with it at 1.0)."""
-    from .hypernetwork_hooks import hypernetwork_applied
+    from ..hypernetwork.attention import hypernetworks_applied
 
     figures = {"steps": steps, "guidance": guidance, "sampler": type(pipe.scheduler).__name__}
     for name, held_out in (("trained", False), ("held_out", True)):
         chosen = cases(samples, seed, held_out)
         figures[name] = prompt_following(pipe, chosen, steps, guidance)[0].summary()
         if hypernetwork is not None:
-            with hypernetwork_applied(pipe.unet, hypernetwork, 1.0):
+            with hypernetworks_applied(pipe, [(hypernetwork, 1.0)]):
                 figures[name + "_with_hypernetwork"] = prompt_following(pipe, chosen, steps, guidance)[0].summary()
     return figures
 
@@ -207,7 +207,7 @@ def report(pipe, samples: int = 96, seed: int = 1234, steps: int = 20, guidance:
 def main(argv: list[str]) -> int:
     from ..hypernetwork import load_hypernetwork
     from .dataset import grid
-    from .hypernetwork_hooks import hypernetwork_applied
+    from ..hypernetwork.attention import hypernetworks_applied
     from .pretrained import HYPERNETWORK_PATH, MODEL_DIR, load_pipeline
 
     parser = argparse.ArgumentParser(description="Measure how often the demo model draws what it is asked.")
@@ -229,7 +229,7 @@ def main(argv: list[str]) -> int:
         seeds = list(range(len(prompts)))
         images = generate(pipe, prompts, seeds, args.steps, args.guidance)
         if network is not None:
-            with hypernetwork_applied(pipe.unet, network, 1.0):
+            with hypernetworks_applied(pipe, [(network, 1.0)]):
                 images += generate(pipe, prompts, seeds, args.steps, args.guidance)
         grid(images, 8, 2).save(Path(args.grid))
     return 0

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from . import architecture, dataset
-from .hypernetwork_hooks import hypernetwork_applied
+from ..hypernetwork.attention import hypernetworks_applied
 
 MIN_SNR_GAMMA = 5.0
 CAPTION_DROP = 0.10        # empty caption: teaches the unconditional prediction for guidance
@@ -320,7 +320,7 @@ def train_demo_hypernetwork(model_dir, out_path, steps: int = 3000, seed: int = 
     """Train the demo hypernetwork (outlined shapes) on the frozen model in ``model_dir``; save to ``out_path``.
 
     A ``[1, 2, 1]`` ReLU network with modules for every attention width of the demo model, applied as
-    AUTOMATIC1111 does (see :mod:`extension.demo.hypernetwork_hooks`). Returns the ``Hypernetwork``.
+    AUTOMATIC1111 does, through the project's attention processor. Returns the ``Hypernetwork``.
     """
     from ..hypernetwork import Hypernetwork
     from .pretrained import load_pipeline
@@ -350,7 +350,7 @@ def train_demo_hypernetwork(model_dir, out_path, steps: int = 3000, seed: int = 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(steps, min(100, steps // 10 + 1)))
     scheduler = _noise_scheduler()
     running = None
-    with hypernetwork_applied(unet, network, 1.0):
+    with hypernetworks_applied(unet, [(network, 1.0)]):
         for step in range(steps):
             loss = _optimization_step(unet, text_encoder, (mean, std), (full, short, empty), batch_size, scheduler,
                                       generator, optimizer, schedule, parameters)

@@ -254,8 +254,7 @@ def hypernetworks_applied(pipe_or_unet, networks: Iterable[tuple[Hypernetwork, f
     This binds the networks to the shared UNet for the duration, so it is for single-threaded library use:
     every call on that UNet inside the block, from any thread, gets them. For concurrent generations use the
     per-call path instead: :func:`install_hypernetwork_processors` once, then pass
-    ``cross_attention_kwargs={"hypernetworks": ActiveHypernetworks(networks)}`` to each call. Also known as
-    :func:`apply_hypernetworks`.
+    ``cross_attention_kwargs={"hypernetworks": ActiveHypernetworks(networks)}`` to each call.
     """
     unet = unet_of(pipe_or_unet)
     active = ActiveHypernetworks(for_model(list(networks), unet))
@@ -266,8 +265,6 @@ def hypernetworks_applied(pipe_or_unet, networks: Iterable[tuple[Hypernetwork, f
     finally:
         unet.set_attn_processor(dict(saved))
 
-
-apply_hypernetworks = hypernetworks_applied
 
 
 # -- compatibility ----------------------------------------------------------------------------------------
