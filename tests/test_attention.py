@@ -17,19 +17,11 @@ from extension.hypernetwork.attention import (ActiveHypernetworks, HypernetworkA
                                  install_hypernetwork_processors, is_installed, remove_hypernetwork_processors)
 from extension.demo.architecture import (ATTENTION_WIDTHS, CROSS_ATTENTION_DIM, SELF_ATTENTION_WIDTHS,
                                          build_random_pipeline)
-from extension.hypernetwork import Hypernetwork
 from extension.hypernetwork.reference import a1111_hooks
+from builders import make_hypernetwork
 from extension.hypernetwork import load_hypernetwork
 
 FIXTURES = Path(__file__).parent / "fixtures" / "a1111"
-
-
-def make_hypernetwork(name: str, sizes, seed: int) -> Hypernetwork:
-    """A network with visible effect: Xavier init instead of A1111's near-zero N(0, 0.01)."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return Hypernetwork(name, enable_sizes=sizes, layer_structure=[1, 2, 1], activation_func="relu",
-                            weight_init="XavierNormal")
 
 
 @pytest.fixture(scope="module")

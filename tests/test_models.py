@@ -25,7 +25,8 @@ from extension.errors import ModelError  # noqa: E402
 from extension.checkpoints import (ModelManager, detect_architecture, load_diffusers_folder,  # noqa: E402
                                    load_single_file, resolve_device, resolve_dtype)
 from extension.checkpoints.convert import CONFIGS_DIR  # noqa: E402
-from extension.tokenizer import clip_tokenizer  # noqa: E402
+from extension.tokenizer import clip_tokenizer  # noqa: E402,F401
+from builders import tiny_pipeline  # noqa: E402
 
 PROMPT = "a photo of a cat"
 
@@ -130,53 +131,6 @@ def pipeline_to_ldm(pipe, family):
         state.update(clip_to_ldm(pipe.text_encoder.state_dict(), "conditioner.embedders.0.transformer."))
         state.update(openclip_to_ldm(pipe.text_encoder_2.state_dict(), "conditioner.embedders.1.model."))
     return state
-
-
-# -- tiny models ---------------------------------------------------------------------------------------------
-def _clip_config(hidden, act="quick_gelu", pad=49407, projection=None):
-    from transformers import CLIPTextConfig
-    return CLIPTextConfig(vocab_size=49408, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-                          num_attention_heads=4, max_position_embeddings=77, projection_dim=projection or hidden,
-                          hidden_act=act, bos_token_id=49406, eos_token_id=49407, pad_token_id=pad)
-
-
-def tiny_pipeline(family, seed=0):
-    """An SD1-, SD2- or SDXL-shaped pipeline with tiny widths and random weights."""
-    from diffusers import (AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline,
-                           UNet2DConditionModel)
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
-
-    torch.manual_seed(seed)
-    scheduler = PNDMScheduler.from_pretrained(str(CONFIGS_DIR / "sd1"), subfolder="scheduler")
-    if family == "sdxl":
-        unet = UNet2DConditionModel(
-            block_out_channels=(16, 32), layers_per_block=2, sample_size=8, norm_num_groups=8,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
-            addition_time_embed_dim=8, transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,
-            cross_attention_dim=64)
-        vae = AutoencoderKL(block_out_channels=[8, 16], down_block_types=["DownEncoderBlock2D"] * 2,
-                            up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4, layers_per_block=1,
-                            norm_num_groups=4, sample_size=32, scaling_factor=0.13025)
-        return StableDiffusionXLPipeline(
-            vae=vae.eval(), unet=unet.eval(), scheduler=scheduler,
-            text_encoder=CLIPTextModel(_clip_config(32)).eval(), tokenizer=clip_tokenizer(),
-            text_encoder_2=CLIPTextModelWithProjection(_clip_config(32, "gelu", 0)).eval(), tokenizer_2=clip_tokenizer("!"),
-            add_watermarker=False)
-    sd2 = family == "sd2"
-    unet = UNet2DConditionModel(
-        block_out_channels=(16, 16, 32, 32), layers_per_block=2, sample_size=8, norm_num_groups=8,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        attention_head_dim=(2, 2, 4, 4) if sd2 else 4, use_linear_projection=sd2, cross_attention_dim=24)
-    vae = AutoencoderKL(block_out_channels=[8, 8, 16, 16], down_block_types=["DownEncoderBlock2D"] * 4,
-                        up_block_types=["UpDecoderBlock2D"] * 4, latent_channels=4, layers_per_block=1,
-                        norm_num_groups=4, sample_size=64)
-    text_encoder = CLIPTextModel(_clip_config(24, "gelu" if sd2 else "quick_gelu", 0 if sd2 else 49407))
-    return StableDiffusionPipeline(
-        vae=vae.eval(), unet=unet.eval(), text_encoder=text_encoder.eval(), scheduler=scheduler,
-        tokenizer=clip_tokenizer("!" if sd2 else "<|endoftext|>"), safety_checker=None, feature_extractor=None,
-        image_encoder=None, requires_safety_checker=False)
 
 
 def write_config_folder(diffusers_dir: Path, target: Path):

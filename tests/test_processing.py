@@ -13,13 +13,13 @@ import torch
 from PIL import Image
 
 from extension.demo.architecture import ATTENTION_WIDTHS, CROSS_ATTENTION_DIM, build_random_pipeline
-from extension.hypernetwork import Hypernetwork
 from extension.library import HypernetworkLibrary
 from extension.checkpoints.manager import LoadedModel
 from extension.processing import Txt2ImgRequest, next_sequence_number, txt2img
 from extension.prompt.conditioning import (apply_emphasis, encode_prompt, encode_sd, EncoderLayer, parse_prompt_attention,
                                      tokenize_prompt)
 from extension.tokenizer import clip_tokenizer
+from builders import make_hypernetwork, tiny_sdxl_pipeline
 
 BOS, EOS = 49406, 49407
 CAT, DOG, COMMA = 2368, 1929, 267
@@ -163,13 +163,6 @@ def test_sd2_pads_with_its_pad_token_after_the_end():
 
 
 # -- txt2img ----------------------------------------------------------------------------------------------------
-def make_hypernetwork(name, sizes, seed):
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return Hypernetwork(name, enable_sizes=sizes, layer_structure=[1, 2, 1], activation_func="relu",
-                            weight_init="XavierNormal")
-
-
 @pytest.fixture(scope="module")
 def library(tmp_path_factory):
     root = tmp_path_factory.mktemp("hypernetworks")
@@ -398,33 +391,8 @@ def test_negative_prompt_editing_and_tags_inside_edits(model, library):
 @pytest.fixture(scope="module")
 def sdxl_model():
     """A tiny SDXL-shaped pipeline: self-attention width 32, text width 24 + 24 = 48, pooled 24."""
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    def clip(act, pad):
-        return CLIPTextConfig(vocab_size=49408, hidden_size=24, intermediate_size=48, num_hidden_layers=2,
-                              num_attention_heads=4, max_position_embeddings=77, projection_dim=24, hidden_act=act,
-                              bos_token_id=BOS, eos_token_id=EOS, pad_token_id=pad)
-
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        unet = UNet2DConditionModel(
-            block_out_channels=(16, 32), layers_per_block=1, sample_size=16, norm_num_groups=8,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
-            addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=72,
-            cross_attention_dim=48)
-        vae = AutoencoderKL(block_out_channels=[8, 16], down_block_types=["DownEncoderBlock2D"] * 2,
-                            up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4, layers_per_block=1,
-                            norm_num_groups=4, sample_size=32, scaling_factor=0.13025)
-        encoder_1 = CLIPTextModel(clip("quick_gelu", EOS))
-        encoder_2 = CLIPTextModelWithProjection(clip("gelu", 0))
-    pipe = StableDiffusionXLPipeline(
-        vae=vae.eval(), unet=unet.eval(), text_encoder=encoder_1.eval(), text_encoder_2=encoder_2.eval(),
-        tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer("!"), add_watermarker=False,
-        scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"))
-    pipe.set_progress_bar_config(disable=True)
-    return LoadedModel(pipe, name="tiny-xl", architecture="sdxl", device=torch.device("cpu"), dtype=torch.float32)
+    return LoadedModel(tiny_sdxl_pipeline(), name="tiny-xl", architecture="sdxl", device=torch.device("cpu"),
+                       dtype=torch.float32)
 
 
 def test_sdxl_conditioning_is_a1111s(sdxl_model):
