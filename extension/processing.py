@@ -30,7 +30,6 @@ import inspect
 import os
 import random
 import re
-import threading
 from pathlib import Path
 from typing import Callable
 
@@ -262,14 +261,26 @@ def loop_conditioning(pipe, conditioning: Conditioning, batch_size: int, current
 
 
 def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = None,
-            progress: ProgressCallback | None = None, interrupt: threading.Event | None = None) -> Txt2ImgResult:
+            progress: ProgressCallback | None = None, job=None) -> Txt2ImgResult:
     """Generate images for ``request`` with ``model`` (a :class:`~extension.checkpoints.manager.LoadedModel`).
 
     ``library`` (a :class:`~extension.library.HypernetworkLibrary`, or None) resolves ``<hypernet:...>``
     tags. ``progress(step, total)`` is called after every sampling step, counting over all batches.
-    ``interrupt``: once set, sampling stops after the current step; the images of the current batch are
-    decoded from where they got to (as in A1111) and later batches are skipped. Images are saved only when
-    ``outdir`` is given.
+    ``job`` (an :class:`extension.jobs.Job`, or None) is where the request runs: once ``job.interrupted`` is
+    set, sampling stops after the current step, the images of the current batch are decoded from where they
+    got to (as in A1111) and later batches are skipped; ``job.skipped`` does the same for the current batch
+    only (it is cleared, and the next batch runs). Images are saved only when ``outdir`` is given.
+
+    Args:
+        request: the settings; see :class:`Txt2ImgRequest`.
+        model: the loaded checkpoint.
+        library: the hypernetworks folder, or None.
+        outdir: where images are saved (``<outdir>/txt2img-images/DATE/``), or None.
+        progress: ``progress(step, total)`` after each step.
+        job: the running job, for interrupt, skip and progress displays.
+
+    Returns:
+        A :class:`Txt2ImgResult`; problems with tags and files are in its ``messages``.
     """
     request, messages = validate(request)
     choice = resolve_sampler(request.sampler_name, request.scheduler)
@@ -300,9 +311,10 @@ def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = No
     directory = output_directory(outdir) if outdir is not None else None
     seeds = [request.seed + i for i in range(request.n_iter * request.batch_size)]
     done = 0
+    job_base = job.job_no if job is not None else 0  # a script's several generations count on in one job
 
     for batch in range(request.n_iter):
-        if interrupt is not None and interrupt.is_set():
+        if job is not None and job.interrupted.is_set():
             result.interrupted = True
             break
         batch_seeds = seeds[batch * request.batch_size:(batch + 1) * request.batch_size]
@@ -314,8 +326,10 @@ def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = No
             done = batch * p.num_timesteps + step + 1
             if progress is not None:
                 progress(done, p.num_timesteps * request.n_iter)
-            if interrupt is not None and interrupt.is_set():
-                p._interrupt = True
+            if job is not None:
+                job.update(step + 1, p.num_timesteps, job_no=job_base + batch)
+                if job.interrupted.is_set() or job.skipped.is_set():
+                    p._interrupt = True
             if conditioning.key(step + 1) != conditioning.key(step):  # prompt editing: the next text
                 callback_kwargs.update(loop_conditioning(p, conditioning.at(step + 1), batch_size, callback_kwargs))
             return callback_kwargs
@@ -340,6 +354,10 @@ def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = No
             result.seeds.append(seed)
             if directory is not None:
                 result.paths.append(save_png(image, directory, seed, infotext))
+        if job is not None and job.skipped.is_set() and not job.interrupted.is_set():
+            job.skipped.clear()  # A1111: skip ends this batch; the next one runs
+            messages.append(f"Skipped: batch {batch + 1} of {request.n_iter} was stopped early.")
+            continue
         if view.interrupt:
             result.interrupted = True
             break

@@ -94,13 +94,15 @@ class StrengthComparison(Script):
         cells = plan_prompts(prompt, names, multipliers)
         if len(cells) > MAX_CELLS:
             raise ValueError(f"{len(cells)} images is too many for one grid (at most {MAX_CELLS})")
-        ctx.job.job_count = len(cells)  # the host began the job; it has this many images
+        job = ctx.jobs.current  # the host began the job; it has this many images
+        if job is not None:
+            job.job_count = len(cells)
         tracker = GradioProgress(progress, jobs=len(cells))
         images = [[None] * len(multipliers) for _ in names]
         out = Txt2ImgResult(request=request)
         messages: list[str] = []
         for i, cell in enumerate(cells):
-            if ctx.job.interrupt_event is not None and ctx.job.interrupt_event.is_set():
+            if job is not None and job.interrupted.is_set():
                 out.interrupted = True
                 break
             tracker.job = i

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from extension.demo.architecture import ATTENTION_WIDTHS, CROSS_ATTENTION_DIM, build_random_pipeline
+from extension.jobs import Job
 from extension.library import HypernetworkLibrary
 from extension.checkpoints.manager import LoadedModel
 from extension.processing import Txt2ImgRequest, next_sequence_number, txt2img
@@ -266,19 +267,37 @@ def test_pasting_the_infotext_back_gives_the_same_request(model, library):
 
 
 def test_interrupt_stops_between_steps(model, library):
-    interrupt = threading.Event()
+    job = Job("txt2img", job_count=3)
     steps_seen = []
 
     def progress(step, total):
         steps_seen.append(step)
         if step == 1:
-            interrupt.set()
+            job.interrupted.set()
 
-    result = txt2img(request(steps=4, n_iter=3), model, library, progress=progress, interrupt=interrupt)
+    result = txt2img(request(steps=4, n_iter=3), model, library, progress=progress, job=job)
     assert result.interrupted and steps_seen == [1] and len(result.images) == 1
     assert "Interrupted" in result.messages[-1]
-    already = txt2img(request(), model, library, interrupt=interrupt)
+    assert (job.sampling_step, job.sampling_steps, job.job_no) == (1, 4, 0)
+    already = txt2img(request(), model, library, job=job)
     assert already.interrupted and already.images == []
+
+
+def test_skip_ends_the_current_batch_and_the_next_one_runs(model, library):
+    job = Job("txt2img", job_count=3)
+    steps_seen = []
+
+    def progress(step, total):
+        steps_seen.append(step)
+        if step == 2:  # during the first batch (steps 1-4 of 12)
+            job.skipped.set()
+
+    result = txt2img(request(steps=4, n_iter=3, seed=11), model, library, progress=progress, job=job)
+    assert not result.interrupted and len(result.images) == 3 and result.seeds == [11, 12, 13]
+    assert steps_seen == [1, 2, 5, 6, 7, 8, 9, 10, 11, 12]  # the first batch stopped after its 2nd step
+    assert not job.skipped.is_set() and any("Skipped" in m for m in result.messages)
+    alone = txt2img(request(steps=4, n_iter=1, seed=12), model, library)
+    assert np.array_equal(np.asarray(result.images[1]), np.asarray(alone.images[0]))  # later batches unaffected
 
 
 def test_bad_settings(model, library):

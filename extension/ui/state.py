@@ -1,7 +1,7 @@
 """The app's state: one object made at start and handed to every script callback and UI handler.
 
 Everything that changes while the server runs lives here (the models folder, the model manager, the
-settings, the device lock and the job in progress); nothing lives at module level.
+settings, and the job runner that owns the device); nothing lives at module level.
 """
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import json
 import logging
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 from .. import paths
+from ..jobs import JobRunner
 from ..library import HypernetworkLibrary
 from ..processing import Txt2ImgResult
 from .callbacks import Callbacks, GenerateHook, SettingSpec, load_scripts
@@ -124,37 +124,6 @@ class Settings:
         os.replace(tmp, self.path)
 
 
-@dataclasses.dataclass
-class JobStatus:
-    """The generation in progress (AUTOMATIC1111's ``shared.state``, reduced), for progress displays and APIs."""
-
-    job: str = ""
-    job_no: int = 0
-    job_count: int = 0
-    sampling_step: int = 0
-    sampling_steps: int = 0
-    started: float = 0.0
-    interrupted: bool = False
-    interrupt_event: threading.Event | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.interrupt_event is not None
-
-    def progress(self) -> float:
-        if not self.active or not self.sampling_steps:
-            return 0.0
-        jobs = max(self.job_count, 1)
-        return min(1.0, (self.job_no + self.sampling_step / self.sampling_steps) / jobs)
-
-    def eta(self) -> float:
-        done = self.progress()
-        if done <= 0:
-            return 0.0
-        elapsed = time.monotonic() - self.started
-        return max(0.0, elapsed / done - elapsed)
-
-
 class AppState:
     """Everything the running app shares: made by :func:`build_state`, passed to scripts as ``ctx``."""
 
@@ -166,15 +135,13 @@ class AppState:
         self.callbacks = callbacks
         self.settings = settings
         self.outdir = Path(options.outdir)
-        self.device_lock = threading.RLock()  # one generation (or model load) at a time on the device
-        self.job = JobStatus()
-        self._job_lock = threading.Lock()
+        self.jobs = JobRunner()  # the device: one generation, training run or model load at a time
         self._preview_cache: dict = {}  # (path, size, mtime) -> data URI of the card thumbnail
 
     # -- models --------------------------------------------------------------------------------------------
     def current_model(self):
         """The loaded model, loading the default one on first use (under the device lock)."""
-        with self.device_lock:
+        with self.jobs.device("load checkpoint"):
             model = self.loaded_model()
             if model is None:
                 model = self.models.current
@@ -186,30 +153,19 @@ class AppState:
         return self.models.loaded
 
     def load_model(self, name: str | None):
-        with self.device_lock:
+        with self.jobs.device("load checkpoint"):
             model = self.models.load(name)
             self.callbacks.call_each("model_loaded", self, model)
             return model
 
     # -- generation ----------------------------------------------------------------------------------------
-    def begin_job(self, job: str, job_count: int = 1) -> threading.Event:
-        with self._job_lock:
-            event = threading.Event()
-            self.job = JobStatus(job=job, job_count=job_count, started=time.monotonic(), interrupt_event=event)
-            return event
-
-    def end_job(self) -> None:
-        with self._job_lock:
-            self.job = JobStatus()
-
     def interrupt(self) -> bool:
-        """Stop the generation in progress at its next step; ``False`` when nothing runs."""
-        with self._job_lock:
-            if self.job.interrupt_event is None:
-                return False
-            self.job.interrupted = True
-            self.job.interrupt_event.set()
-            return True
+        """Stop the running job (generation or training) at its next step; ``False`` when nothing runs."""
+        return self.jobs.interrupt()
+
+    def skip(self) -> bool:
+        """Stop the running generation's current batch and go on with the next; ``False`` when nothing runs."""
+        return self.jobs.skip()
 
     def run_before_generate(self, request) -> tuple[Any, list[str]]:
         """Every ``before_generate`` hook in order; a hook that raises stops the generation."""
@@ -222,33 +178,35 @@ class AppState:
                 messages.extend(hook.messages)
         return request, messages
 
-    def generate(self, request, progress: Callable[[int, int], None] | None = None, *, job_no: int = 0,
-                 hooks: bool = True) -> Txt2ImgResult:
-        """One txt2img call through :mod:`extension.processing`, under the device lock.
+    def generate(self, request, progress: Callable[[int, int], None] | None = None, *, job_no: int | None = None,
+                 hooks: bool = True, source: str = "") -> Txt2ImgResult:
+        """One txt2img call through :mod:`extension.processing`, as a job on the device.
 
-        ``progress(step, total)`` is called after each sampling step; the interrupt of the current job (see
-        :meth:`begin_job`) is honoured. With ``hooks``, the ``before_generate``/``after_generate`` callbacks
-        run around it (scripts that call this several times for one press pass ``hooks=False`` after the
-        first, or let each call run them).
+        It runs inside the job the calling thread already runs (a script making several generations for one
+        press passes ``job_no``, the unit of that job this generation is), or else as a job of its own, so
+        that every generation can be interrupted, skipped and followed. ``progress(step, total)`` is called
+        after each sampling step. With ``hooks``, the ``before_generate``/``after_generate`` callbacks run
+        around it.
+
+        Args:
+            request: a :class:`~extension.processing.Txt2ImgRequest`.
+            progress: called after each sampling step.
+            job_no: within a running job, which of its units this generation is.
+            hooks: run the scripts' ``before_generate``/``after_generate`` callbacks.
+            source: who asks (``"ui"``, ``"api"``), for displays.
         """
         from .. import processing
 
-        with self.device_lock:
+        with self.jobs.job("txt2img", job_count=getattr(request, "n_iter", 1), source=source) as job:
+            if job_no is not None:
+                job.update(0, 0, job_no=job_no)
             model = self.current_model()
             messages: list[str] = []
             if hooks:
                 request, messages = self.run_before_generate(request)
-            interrupt = self.job.interrupt_event
-
-            def on_step(step: int, total: int) -> None:
-                self.job.job_no, self.job.sampling_step, self.job.sampling_steps = job_no, step, total
-                if progress is not None:
-                    progress(step, total)
-
-            result = processing.txt2img(request, model, self.library, outdir=self.outdir, progress=on_step,
-                                        interrupt=interrupt)
+            result = processing.txt2img(request, model, self.library, outdir=self.outdir, progress=progress, job=job)
             result.messages[:0] = messages
-            if interrupt is not None and interrupt.is_set():
+            if job.interrupted.is_set():
                 result.interrupted = True
             if hooks:
                 self.callbacks.call_each("after_generate", self, request, result)

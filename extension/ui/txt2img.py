@@ -30,6 +30,7 @@ class PageUI:
     negative_prompt: Any = None
     generate: Any = None
     interrupt: Any = None
+    skip: Any = None
     sampler: Any = None
     scheduler: Any = None
     steps: Any = None
@@ -161,7 +162,9 @@ def build_txt2img_tab(ctx: AppState, ui: PageUI, model_info: dict) -> None:
                                             max_lines=8, placeholder="Negative prompt")
         with gr.Column(scale=1, min_width=160, elem_id="txt2img_actions"):
             ui.generate = gr.Button("Generate", variant="primary", elem_id="txt2img_generate")
-            ui.interrupt = gr.Button("Interrupt", variant="stop", elem_id="txt2img_interrupt")
+            with gr.Row():
+                ui.interrupt = gr.Button("Interrupt", variant="stop", elem_id="txt2img_interrupt", min_width=60)
+                ui.skip = gr.Button("Skip", elem_id="txt2img_skip", min_width=60)
     with gr.Accordion("Demo model: the words it knows", open=True, visible=model_info.get("demo", False),
                       elem_id="txt2img_demo_hint") as demo_hint:
         gr.Markdown(model_info.get("demo_text", ""), elem_id="txt2img_demo_text")
@@ -246,17 +249,13 @@ def build_txt2img_tab(ctx: AppState, ui: PageUI, model_info: dict) -> None:
         started = time.monotonic()
         try:
             request = make_request(**values)
-            with ctx.device_lock:  # also taken by other users of the device (e.g. the REST API)
-                try:
-                    if script is not None:
-                        lo, hi = script_slices[scripts.index(script)]
-                        ctx.begin_job(script.title())
-                        generation = script.run(ctx, request, *script_values[lo:hi], progress=progress)
-                    else:
-                        ctx.begin_job("txt2img", job_count=1)
-                        generation = ctx.generate(request, GradioProgress(progress))
-                finally:
-                    ctx.end_job()
+            name = script.title() if script is not None else "txt2img"
+            with ctx.jobs.job(name, job_count=int(batch_count), source="ui"):  # shared with the API, training
+                if script is not None:
+                    lo, hi = script_slices[scripts.index(script)]
+                    generation = script.run(ctx, request, *script_values[lo:hi], progress=progress)
+                else:
+                    generation = ctx.generate(request, GradioProgress(progress), source="ui")
         except Exception as exc:  # noqa: BLE001 - show the user what went wrong
             log.exception("generation failed")
             return (gr.update(), "", messages_html([f"Generation failed: {exc}"], "error"), gr.update(),
@@ -275,6 +274,7 @@ def build_txt2img_tab(ctx: AppState, ui: PageUI, model_info: dict) -> None:
                                      concurrency_id="gpu", show_progress="full",
                                      show_progress_on=[ui.gallery])
     ui.interrupt.click(lambda: ctx.interrupt() and None, None, None, queue=False, api_visibility="private")
+    ui.skip.click(lambda: ctx.skip() and None, None, None, queue=False, api_visibility="private")
 
     def on_select(result, evt: gr.SelectData):
         index = evt.index if isinstance(evt.index, int) else (evt.index[0] if evt.index else 0)
