@@ -18,6 +18,9 @@ METADATA_FIELDS = {  # expected.json key -> Hypernetwork attribute
     "add_layer_norm": "add_layer_norm", "use_dropout": "use_dropout", "activate_output": "activate_output",
     "dropout_structure": "dropout_structure", "weight_init": "weight_init",
 }
+# What AUTOMATIC1111's Hypernetwork.load sets for a key the file lacks (NovelAI's files have none of these).
+A1111_LOAD_DEFAULTS = {"activation_func": None, "add_layer_norm": False, "use_dropout": False,
+                       "activate_output": True, "dropout_structure": [0, 0, 0], "weight_init": "Normal"}
 
 
 @pytest.mark.parametrize("filename", sorted(MODULES))
@@ -25,8 +28,7 @@ def test_metadata_matches_reference(filename):
     network = load_hypernetwork(A1111_FIXTURES / filename)
     expected = MODULES[filename]["metadata"]
     for key, attribute in METADATA_FIELDS.items():
-        if key in expected:
-            assert getattr(network, attribute) == expected[key], key
+        assert getattr(network, attribute) == expected.get(key, A1111_LOAD_DEFAULTS.get(key)), key
     assert network.sizes() == expected["sizes"]
     info = read_info(A1111_FIXTURES / filename)
     assert list(info.sizes) == expected["sizes"]
@@ -107,6 +109,12 @@ def test_a1111_usage_examples():
     hn.set_multiplier(0.5)
     context = torch.randn(1, 77, 768)
     k, v = apply_hypernetworks([(hn, 0.5)], context)
-    assert k.shape == context.shape
-    assert hn.layers[768][0].multiplier == 0.5
+    k_module, v_module = hn.layers[768]
+    assert k_module.multiplier == 0.5
+    # AUTOMATIC1111's forward: x + self.linear(x) * multiplier, on the bare Sequential
+    with torch.no_grad():
+        torch.testing.assert_close(k, context + k_module.linear(context) * 0.5)
+        torch.testing.assert_close(v, context + v_module.linear(context) * 0.5)
+    torch.testing.assert_close(k_module(context), k)  # set_multiplier, then module(x): the same numbers
+    assert not torch.allclose(k, context) and not torch.allclose(k, v)
     assert len(hn.weights()) == 2 * 2 * 4  # 2 sizes x (K, V) x (2 Linear: weight + bias)
