@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import threading
 
@@ -16,7 +17,8 @@ from extension.demo.architecture import ATTENTION_WIDTHS, CROSS_ATTENTION_DIM, b
 from extension.jobs import Job
 from extension.library import HypernetworkLibrary
 from extension.checkpoints.manager import LoadedModel
-from extension.processing import Txt2ImgRequest, next_sequence_number, txt2img
+from extension.images import next_sequence_number
+from extension.processing import Txt2ImgRequest, txt2img
 from extension.prompt.conditioning import (apply_emphasis, encode_prompt, encode_sd, EncoderLayer, parse_prompt_attention,
                                      tokenize_prompt)
 from extension.tokenizer import clip_tokenizer
@@ -143,15 +145,21 @@ def test_long_prompt_concatenates_chunk_encodings(biased_encoder, tokenizer):
     assert ours.shape == (1, 154, CROSS_ATTENTION_DIM)
     chunks, _ = tokenize_prompt(tokenizer, text)
     with torch.no_grad():
+        first = biased_encoder(ids(chunks[0].tokens)).last_hidden_state
         second = biased_encoder(ids(chunks[1].tokens)).last_hidden_state
+    torch.testing.assert_close(ours[:, :77], first, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ours[:, 77:], second, atol=1e-5, rtol=1e-5)
 
 
 def test_negative_and_positive_are_padded_to_the_same_length(pipe):
     cond = encode_sd(pipe, "cat", " ".join(["dog"] * 80))
     assert cond.prompt_embeds.shape == cond.negative_prompt_embeds.shape == (1, 154, CROSS_ATTENTION_DIM)
+    cat, _ = encode_prompt(pipe.text_encoder, pipe.tokenizer, "cat")
+    dogs, _ = encode_prompt(pipe.text_encoder, pipe.tokenizer, " ".join(["dog"] * 80))
     empty, _ = encode_prompt(pipe.text_encoder, pipe.tokenizer, "")
+    torch.testing.assert_close(cond.prompt_embeds[:, :77], cat)  # the prompt, then A1111's empty-prompt chunk
     torch.testing.assert_close(cond.prompt_embeds[:, 77:], empty)
+    torch.testing.assert_close(cond.negative_prompt_embeds, dogs)
 
 
 def test_sd2_pads_with_its_pad_token_after_the_end():
@@ -190,6 +198,11 @@ def request(prompt="a red circle", **changes):
     return Txt2ImgRequest(**values)
 
 
+def short_hash(library, name):
+    """The first 10 hex digits of the file's sha256, read from the file (AUTOMATIC1111's short hash)."""
+    return hashlib.sha256(library.get(name).path.read_bytes()).hexdigest()[:10]
+
+
 def pixels(result):
     return [np.asarray(image) for image in result.images]
 
@@ -212,11 +225,12 @@ def test_multiplier_zero_is_the_image_without_the_tag_and_the_tag_changes_it(mod
     with_tag = txt2img(request("a red circle <hypernet:style:1>"), model, library)
     assert not same_images(without, with_tag)
     assert with_tag.hypernetworks == [("style", 1.0)]
-    assert 'Hypernet hashes: "style: ' in with_tag.infotexts[0]
+    assert f'Hypernet hashes: "style: {short_hash(library, "style")}"' in with_tag.infotexts[0]
     assert with_tag.infotexts[0].startswith("a red circle <hypernet:style:1>\nNegative prompt: blurry\n")
     stacked = txt2img(request("a red circle <hypernet:style:0.7> <hypernet:other:-0.4>"), model, library)
     assert not same_images(with_tag, stacked) and stacked.hypernetworks == [("style", 0.7), ("other", -0.4)]
-    assert stacked.infotexts[0].count(": ") >= 2 and 'Hypernet hashes: "style: ' in stacked.infotexts[0]
+    assert (f'Hypernet hashes: "style: {short_hash(library, "style")}, other: {short_hash(library, "other")}"'
+            in stacked.infotexts[0])
 
 
 def test_problems_become_messages_and_the_image_is_still_made(model, library):
