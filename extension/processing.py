@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import inspect
-import os
 import random
 import re
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Callable
 
 import torch
 
+from .images import save_png
 from .hypernetwork.attention import (KWARG, ActiveHypernetworks, attention_widths, compatibility_messages,
                         install_hypernetwork_processors, for_model)
 from .infotext import format_infotext, generation_parameters, hypernet_hashes, parse_infotext
@@ -203,36 +203,6 @@ def resolve_hypernetworks(prompt: str, model, library) -> tuple[str, list[Resolv
     return cleaned, resolved, messages
 
 
-def next_sequence_number(directory: Path) -> int:
-    """A1111's ``get_next_sequence_number``: one more than the largest leading number of a file name."""
-    result = -1
-    if directory.is_dir():
-        for name in os.listdir(directory):
-            try:
-                result = max(int(os.path.splitext(name)[0].split("-")[0]), result)
-            except ValueError:
-                pass
-    return result + 1
-
-
-def save_png(image, directory: Path, seed: int, infotext: str) -> Path:
-    """Save as ``NNNNN-<seed>.png`` with the infotext in the ``parameters`` chunk; never overwrites."""
-    from PIL.PngImagePlugin import PngInfo
-
-    directory.mkdir(parents=True, exist_ok=True)
-    pnginfo = PngInfo()
-    pnginfo.add_text("parameters", infotext)
-    number = next_sequence_number(directory)
-    while True:
-        path = directory / f"{number:05}-{seed}.png"
-        try:
-            with open(path, "xb") as handle:
-                image.save(handle, format="PNG", pnginfo=pnginfo)
-            return path
-        except FileExistsError:  # another generation took the number meanwhile
-            number += 1
-
-
 def output_directory(outdir: Path, when: datetime.date | None = None) -> Path:
     return Path(outdir) / OUTPUT_SUBDIR / (when or datetime.date.today()).isoformat()
 
@@ -296,7 +266,9 @@ def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = No
     messages.extend(network_messages)
     if any(re.search(r"\bAND\b", prompt) for prompt in (text, request.negative_prompt)):
         messages.append("AND (composable prompts) is not supported: the prompt is encoded as one text.")
-    active = ActiveHypernetworks(for_model([(entry.network, entry.multiplier) for entry in resolved], pipe))
+    # one object serves every batch: the UNet calls it will see weigh the one-off cost of folding
+    active = ActiveHypernetworks(for_model([(entry.network, entry.multiplier) for entry in resolved], pipe),
+                                 expected_calls=choice.sampler.total_steps(request.steps) * request.n_iter)
     cross_attention_kwargs = None
     if active:
         install_hypernetwork_processors(pipe)
@@ -353,7 +325,7 @@ def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = No
             result.infotexts.append(infotext)
             result.seeds.append(seed)
             if directory is not None:
-                result.paths.append(save_png(image, directory, seed, infotext))
+                result.paths.append(save_png(image, directory, str(seed), infotext))
         if job is not None and job.skipped.is_set() and not job.interrupted.is_set():
             job.skipped.clear()  # A1111: skip ends this batch; the next one runs
             messages.append(f"Skipped: batch {batch + 1} of {request.n_iter} was stopped early.")

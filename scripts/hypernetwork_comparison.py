@@ -12,10 +12,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-import re
 
 import gradio as gr
 
+from extension.images import save_png
 from extension.infotext import quote
 from extension.prompt.tags import hypernetwork_requests, parse_prompt
 from extension.ui.callbacks import Script
@@ -30,18 +30,9 @@ MAX_CELLS = 100
 
 
 def save_grid(ctx, grid, infotext: str, seed: int) -> str:
-    from PIL.PngImagePlugin import PngInfo
-
-    folder = ctx.outdir / "txt2img-grids"
-    folder.mkdir(parents=True, exist_ok=True)
-    numbers = [int(m.group(1)) for p in folder.glob("*.png") if (m := re.match(r"(\d+)-", p.name))]
-    number = max(numbers, default=-1) + 1
+    """The grid as ``OUTDIR/txt2img-grids/NNNNN-<seed>-hypernet-comparison-<time>.png``, with its infotext."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = folder / f"{number:05d}-{seed}-hypernet-comparison-{stamp}.png"
-    info = PngInfo()
-    info.add_text("parameters", infotext)
-    grid.save(path, pnginfo=info)
-    return str(path)
+    return str(save_png(grid, ctx.outdir / "txt2img-grids", f"{seed}-hypernet-comparison-{stamp}", infotext))
 
 
 def network_list(ctx, names) -> str:
