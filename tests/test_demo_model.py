@@ -15,9 +15,11 @@ from extension.demo.evaluate import cases, generate, prompt_following, read_pict
 from extension.hypernetwork.attention import hypernetworks_applied
 from extension.hypernetwork.reference import a1111_hooks, attention_modules
 from extension.demo.pretrained import HYPERNETWORK_PATH, MODEL_DIR, is_trained_model, load_pipeline
-from extension.hypernetwork import Hypernetwork
 from extension.hypernetwork import load_hypernetwork
+from builders import make_hypernetwork
+from conftest import ROOT
 
+DOCS = (ROOT / "docs" / "demo-model.md").read_text(encoding="utf-8")
 PREVIEW_PATH = HYPERNETWORK_PATH.with_suffix(".preview.png")
 DESCRIPTION_PATH = HYPERNETWORK_PATH.with_suffix(".txt")
 
@@ -69,7 +71,9 @@ def test_shipped_model_is_a_small_diffusers_folder_of_the_demo_architecture(pipe
     widths = {m.to_k.in_features for m in attention_modules(pipe.unet)}
     assert widths == set(architecture.ATTENTION_WIDTHS)
     record = json.loads((MODEL_DIR / "training.json").read_text())
-    assert record["seed"] == 0 and record["steps_done"] > 0
+    assert record["seed"] == 0
+    # what docs/demo-model.md says of the shipped model is what its training record says
+    assert f"{record['steps_done']:,} of the {record['steps']:,} planned UNet steps" in DOCS, record
 
 
 def test_demo_model_follows_prompts(pipe):
@@ -80,16 +84,28 @@ def test_demo_model_follows_prompts(pipe):
     assert score.rate >= 0.8, (score.summary(), score.wrong)
 
 
-def test_random_weight_fixture_still_builds_the_same_architecture():
+def state_shapes(module):
+    return {key: tuple(value.shape) for key, value in module.state_dict().items()}
+
+
+def test_random_weight_fixture_still_builds_the_same_architecture(pipe):
+    """The UI tests' random-weight model has the shipped model's every weight shape, and its seed decides it."""
     random_pipe = architecture.build_random_pipeline(0)
+    for name in ("unet", "vae", "text_encoder"):
+        assert state_shapes(getattr(random_pipe, name)) == state_shapes(getattr(pipe, name)), name
     image = generate(random_pipe, ["a red circle"], [0], steps=2)[0]
     assert image.size == (architecture.IMAGE_SIZE, architecture.IMAGE_SIZE)
+    again, other = architecture.build_random_pipeline(0), architecture.build_random_pipeline(1)
+    assert np.array_equal(np.asarray(generate(again, ["a red circle"], [0], steps=2)[0]), np.asarray(image))
+    weight = "conv_in.weight"
+    assert not torch.equal(other.unet.state_dict()[weight], random_pipe.unet.state_dict()[weight])
 
 
 # -- the demo hypernetwork -------------------------------------------------------------------------------------
 def test_shipped_hypernetwork_covers_every_width_and_changes_the_pictures(pipe):
     network = load_hypernetwork(HYPERNETWORK_PATH)
     assert network.name == "demo" and network.sd_checkpoint_name == "demo"
+    assert f"{network.step:,} steps of batch" in DOCS, network.step  # what docs/demo-model.md says it had
     assert network.sizes() == sorted(architecture.ATTENTION_WIDTHS)
     assert PREVIEW_PATH.is_file() and DESCRIPTION_PATH.read_text(encoding="utf-8").strip()
     prompts, seeds = list(EXAMPLE_PROMPTS[:4]), [1, 2, 3, 4]
@@ -117,8 +133,7 @@ def test_the_project_attention_processor_draws_what_automatic1111s_hooks_draw(pi
 
 def test_hooks_apply_modules_by_context_width_and_go_away():
     unet, _, _ = architecture.build_components(0)
-    network = Hypernetwork("t", enable_sizes=[architecture.CROSS_ATTENTION_DIM], layer_structure=[1, 2, 1],
-                           activation_func="relu", weight_init="KaimingNormal")
+    network = make_hypernetwork("t", [architecture.CROSS_ATTENTION_DIM], seed=0, weight_init="KaimingNormal")
     sample, t = torch.randn(1, 4, 16, 16), torch.tensor([500])
     context = torch.randn(1, 77, architecture.CROSS_ATTENTION_DIM)
     with torch.no_grad():
