@@ -15,25 +15,26 @@ from extension.hypernetwork import Hypernetwork
 from extension.fileio import sha256_file
 from extension.hypernetwork import load_hypernetwork, read_info
 from extension.hypernetwork.files import read_safetensors_header
+from builders import make_hypernetwork
 
 
-def make_network(**overrides) -> Hypernetwork:
-    torch.manual_seed(0)
-    options = dict(name="roundtrip", enable_sizes=[16, 24], layer_structure=[1, 1.5, 1], activation_func="elu",
-                   weight_init="XavierNormal", add_layer_norm=True, use_dropout=True,
+def make_network(name="roundtrip", **overrides) -> Hypernetwork:
+    """Every option away from its default, and all the metadata a file can hold."""
+    options = dict(layer_structure=[1, 1.5, 1], activation_func="elu", add_layer_norm=True, use_dropout=True,
                    dropout_structure=[0, 0.1, 0], activate_output=True)
     options.update(overrides)
-    hn = Hypernetwork(**options)
+    hn = make_hypernetwork(name, [16, 24], seed=0, **options)
     hn.step, hn.sd_checkpoint, hn.sd_checkpoint_name, hn.optional_info = 123, "0123456789", "base-model", "notes"
     return hn
 
 
+def inputs(size: int) -> torch.Tensor:
+    return torch.randn(2, 5, size, generator=torch.Generator().manual_seed(size))
+
+
 def outputs(hn: Hypernetwork, multiplier=0.7):
-    out = {}
-    for size in hn.layers:
-        x = torch.randn(2, 5, size, generator=torch.Generator().manual_seed(size))
-        out[size] = hn.apply(x, x, multiplier)
-    return out
+    """``{width: (K context, V context)}`` for a fixed context per width."""
+    return {size: hn.apply(inputs(size), inputs(size), multiplier) for size in hn.layers}
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
@@ -42,10 +43,11 @@ def test_round_trip_gives_identical_outputs(tmp_path, suffix):
     path = tmp_path / f"net{suffix}"
     hn.save(path)
     loaded = load_hypernetwork(path)
-    assert loaded.metadata() == hn.metadata()
+    assert loaded.metadata() == hn.metadata() and loaded.metadata()["step"] == 123
     for size, (k, v) in outputs(hn).items():
         k2, v2 = outputs(loaded)[size]
         assert torch.equal(k, k2) and torch.equal(v, v2)
+        assert not torch.allclose(k, inputs(size)) and not torch.allclose(k, v)  # the network does something
     assert loaded.shorthash() == sha256_file(path)[:10] == hn.shorthash()
 
 
