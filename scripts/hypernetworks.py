@@ -22,6 +22,7 @@ import logging
 
 import gradio as gr
 
+from extension.images import save_png_as
 from extension.prompt.tags import format_tag, hypernetwork_requests, parse_prompt
 from extension.ui.callbacks import GenerateHook, SettingSpec, UiTab
 from extension.ui.cards import SORT_KEYS, cards_html, filter_cards, fit_of, is_hash_query, make_card, sort_cards
@@ -126,7 +127,7 @@ def replace_preview(ctx, name: str, result, index) -> str:
         return messages_html(["Generate an image first, then select it in the gallery."], "error")
     target = entry.local_preview
     try:
-        image.save(target, format="PNG")
+        save_png_as(image, target)
     except OSError as exc:
         return messages_html([f"Could not write {target}: {exc}"], "error")
     library.refresh()

@@ -160,6 +160,7 @@ class ModelManager:
         self._current: LoadedModel | None = None
         self._current_key: tuple | None = None
         self._hashes: dict[tuple, str] = {}
+        self._hash_lock = threading.Lock()
 
     # listing
     def _stat_key(self, path: Path) -> tuple:
@@ -175,7 +176,8 @@ class ModelManager:
         rel = path.relative_to(self.ckpt_dir).as_posix()
         stem = path.name if kind == "diffusers" else path.stem
         no_ext = rel if kind == "diffusers" else rel[: -len(path.suffix)]
-        sha = self._hashes.get(key)
+        with self._hash_lock:
+            sha = self._hashes.get(key)
         config = None
         if kind == "single-file":
             sidecar = sidecar_config_dir(path)
@@ -232,12 +234,16 @@ class ModelManager:
         raise ModelError(f"checkpoint {name!r} not found in {self.ckpt_dir} (available: {available})")
 
     def sha256(self, info: CheckpointInfo) -> str:
-        """Full sha256 of a checkpoint (cached in this manager by path, size and mtime)."""
+        """Full sha256 of a checkpoint (cached in this manager by path, size and mtime; thread-safe)."""
         path = Path(info.filename)
         key = self._stat_key(path)
-        if key not in self._hashes:
-            self._hashes[key] = sha256_file(path)
-        return self._hashes[key]
+        with self._hash_lock:
+            known = self._hashes.get(key)
+        if known is None:
+            known = sha256_file(path)  # outside the lock: hashing a large file must not block other lookups
+            with self._hash_lock:
+                self._hashes[key] = known
+        return known
 
     # loading
     @property

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checkpoints.device import resolve_device
 from . import architecture, dataset
 from ..hypernetwork.attention import hypernetworks_applied
 
@@ -34,12 +35,6 @@ CAPTION_DROP = 0.10        # empty caption: teaches the unconditional prediction
 BACKGROUND_DROP = 0.05     # "a red circle" alone: the background is then the model's choice
 HYPERNETWORK_NAME = "demo"
 HYPERNETWORK_CHECKPOINT_NAME = "demo"
-
-
-def pick_device(device: str | None) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _lr_lambda(total: int, warmup: int, floor: float = 0.1) -> Callable[[int], float]:
@@ -246,12 +241,9 @@ def train_demo_model(outdir, steps: int = 3000, seed: int = 0, device: str | Non
     from ..tokenizer import clip_tokenizer  # noqa: F401  (fails early if the vocabulary is missing)
 
     outdir = Path(outdir)
-    dev = pick_device(device)
+    dev = resolve_device(device)
     say = _Log(log)
     workers = workers or max(1, min(16, os.cpu_count() or 1))
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     generator = torch.Generator(dev).manual_seed(seed)
 
     images_np, pictures = render_images(dataset_size, seed, outline=False, workers=workers)
@@ -325,7 +317,7 @@ def train_demo_hypernetwork(model_dir, out_path, steps: int = 3000, seed: int = 
     from ..hypernetwork import Hypernetwork
     from .pretrained import load_pipeline
 
-    dev = pick_device(device)
+    dev = resolve_device(device)
     say = _Log(log)
     workers = workers or max(1, min(16, os.cpu_count() or 1))
     generator = torch.Generator(dev).manual_seed(seed)
@@ -391,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if resolve_device(args.device).type == "cuda":  # this process only trains: faster matmuls are its choice
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if not args.skip_model:
         train_demo_model(args.outdir, steps=args.steps, seed=args.seed, device=args.device, vae_steps=args.vae_steps,
                          batch_size=args.batch_size, dataset_size=args.dataset_size, time_limit=args.time_limit)
