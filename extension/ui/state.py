@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import paths
+from ..fileio import atomic_write_text
 from ..jobs import JobRunner
 from ..library import HypernetworkLibrary
 from ..processing import Txt2ImgResult
@@ -118,10 +119,7 @@ class Settings:
             return
         with self._lock:
             data = json.dumps(self.as_dict(), indent=2, sort_keys=True, default=str)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(data, encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, data)
 
 
 class AppState:
