@@ -1,26 +1,59 @@
-"""Command-line flags, as AUTOMATIC1111 users know them, and what ``launch.py`` does with them.
+"""Command-line modes, as AUTOMATIC1111 users know the flags, and what ``launch.py`` does with them.
 
-- no mode flag: serve the web UI (``--listen``, ``--port``, ``--gradio-auth``, ...);
-- ``--test [PYTEST ARGS]``: run the test suite in this environment;
-- ``--generate PROMPT [...]``: write images from the command line (see :mod:`extension.generate_cli`);
-- ``--train-demo-model OUTDIR [...]``: train the demo model from nothing (see :mod:`extension.demo.train`).
+Every mode is one :class:`Mode` in :data:`MODES`: the flag that selects it, a builder for its argparse parser
+(used for ``launch.py --help`` and ``launch.py FLAG --help``) and the function that runs it. To add a mode,
+add one entry there; nothing else dispatches on flags. With no mode flag, ``launch.py`` serves the web UI.
+
+The runners and parser builders import what they need when called, so ``--help`` and ``--test`` do not load
+diffusers.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
+import logging
 import os
+import re
+import sys
 from pathlib import Path
+from typing import Callable
 
-ROOT = Path(__file__).resolve().parent.parent
+from . import paths
+
+ROOT = paths.ROOT
+
+LAUNCH_OPTIONS = """\
+launch options (any mode):
+  --skip-install        do not check the requirements before starting (also: SKIP_INSTALL=1)
+  environment: VENV_DIR (the virtual environment, default venv/ beside launch.py), TORCH_COMMAND (how to
+  install torch, as in AUTOMATIC1111), SKIP_VENV=1 (run in the current interpreter)"""
 
 
+class ModeParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors point at ``launch.py --help`` and suggest a close flag name."""
+
+    def error(self, message: str):
+        hint = ""
+        match = re.search(r"unrecognized arguments: (.*)", message)
+        if match:
+            known = [*self._option_string_actions, *(mode.flag for mode in MODES)]
+            for arg in match.group(1).split():
+                close = difflib.get_close_matches(arg.split("=", 1)[0], known, n=1) if arg.startswith("--") else []
+                if close:
+                    hint += f"\n{self.prog}: did you mean {close[0]}?"
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}{hint}\n(launch.py --help lists every mode and its flags)\n")
+
+
+# -- the modes ----------------------------------------------------------------------------------------------------
 def server_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="launch.py", description="sd-webui-hypernetworks")
+    parser = ModeParser(prog="launch.py", description="Serve the web UI (the default mode: no mode flag).")
     parser.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
     parser.add_argument("--listen", action="store_true", help="serve on 0.0.0.0 instead of 127.0.0.1")
-    parser.add_argument("--hypernetwork-dir", type=Path, default=ROOT / "models" / "hypernetworks",
+    parser.add_argument("--hypernetwork-dir", type=Path, default=paths.HYPERNETWORK_DIR,
                         help="folder of hypernetwork files (default models/hypernetworks)")
-    parser.add_argument("--ckpt-dir", type=Path, default=ROOT / "models" / "Stable-diffusion",
+    parser.add_argument("--ckpt-dir", type=Path, default=paths.CKPT_DIR,
                         help="folder of checkpoints (default models/Stable-diffusion)")
     parser.add_argument("--ckpt", default=None, help="checkpoint to load at start (default: the demo model)")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda when present)")
@@ -29,19 +62,14 @@ def server_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gradio-auth", default=None, help='"user:password" (several separated by commas)')
     parser.add_argument("--gradio-auth-path", type=Path, default=None,
                         help="file with user:password lines (or comma-separated pairs)")
-    parser.add_argument("--outdir", type=Path, default=ROOT / "outputs", help="where images are saved")
+    parser.add_argument("--outdir", type=Path, default=paths.OUTPUT_DIR,
+                        help="where images are saved (default outputs/)")
     return parser
-
-
-def run_tests(args: list[str]) -> int:
-    import pytest
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return pytest.main([str(ROOT / "tests"), *args])
 
 
 def serve(argv: list[str]) -> int:
     options = server_parser().parse_args(argv)
+    quiet_image_processor_fallback()
     try:
         from extension.ui.app import serve as serve_ui
     except ImportError:
@@ -62,18 +90,152 @@ def report_found(options) -> int:
     return 0
 
 
+def test_parser() -> argparse.ArgumentParser:
+    parser = ModeParser(prog="launch.py --test", usage="launch.py --test [PYTEST ARGS]", add_help=False,
+                        description="Run the test suite in this environment. Every argument after --test goes to "
+                                    "pytest (launch.py --test --help shows pytest's own help). The summary lists "
+                                    "skipped tests and why (-rfEs) unless you pass your own -r option.")
+    parser.add_argument("pytest_args", nargs=argparse.REMAINDER, metavar="PYTEST ARGS",
+                        help="e.g. -q, -k generate, tests/test_launch.py")
+    return parser
+
+
+# pytest's short options that take no value, so "-qrs" is "-q -rs" ("-p" and the like take a value).
+_PYTEST_FLAG_LETTERS = "qvsxlV"
+
+
+def has_report_option(args: list[str]) -> bool:
+    """Whether pytest ``args`` choose their own summary (``-r CHARS``, ``-qra``, ``--report-chars``)."""
+    return any(re.match(rf"-[{_PYTEST_FLAG_LETTERS}]*r", a) or a.startswith("--report-chars") for a in args)
+
+
+def names_a_path(args: list[str]) -> bool:
+    """Whether ``args`` name a test file or folder (then the whole ``tests/`` folder is not added)."""
+    return any(not a.startswith("-") and os.path.exists(a.split("::", 1)[0]) for a in args)
+
+
+def run_tests(argv: list[str]) -> int:
+    import pytest
+
+    args = [a for a in argv if a != "--test"]
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    quiet_image_processor_fallback()
+    defaults = [] if names_a_path(args) else [str(ROOT / "tests")]
+    if not has_report_option(args):
+        defaults.append("-rfEs")  # pytest's default summary (failures, errors) plus skips with their reasons
+    return int(pytest.main([*defaults, *args]))
+
+
+def generate_parser() -> argparse.ArgumentParser:
+    from extension.generate_cli import parser
+
+    return parser()
+
+
+def generate(argv: list[str]) -> int:
+    quiet_image_processor_fallback()
+    from extension.generate_cli import main as generate_main
+
+    return generate_main(argv)
+
+
+def train_demo_parser() -> argparse.ArgumentParser:
+    from extension.demo.train import build_parser
+
+    return build_parser()
+
+
+def train_demo(argv: list[str]) -> int:
+    quiet_image_processor_fallback()
+    from extension.demo.train import main as train_main
+
+    i = argv.index("--train-demo-model")
+    return train_main([*argv[i + 1:], *argv[:i]])  # OUTDIR first, then the other options
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """One way to run ``launch.py``: ``flag`` selects it (``None``: the default mode, the server)."""
+
+    flag: str | None
+    usage: str  # one line for the mode list: "--generate PROMPT [options]"
+    summary: str
+    parser: Callable[[], argparse.ArgumentParser]
+    run: Callable[[list[str]], int]  # gets the whole argv, the mode flag included; returns the exit status
+
+
+SERVER = Mode(None, "[options]", "serve the web UI on http://127.0.0.1:7860", server_parser, serve)
+MODES: list[Mode] = [
+    Mode("--test", "--test [PYTEST ARGS]", "run the test suite", test_parser, run_tests),
+    Mode("--generate", "--generate PROMPT [options]", "write images from a prompt", generate_parser, generate),
+    Mode("--train-demo-model", "--train-demo-model OUTDIR [options]", "train the demo model from nothing",
+         train_demo_parser, train_demo),
+]
+
+
+def mode_of(argv: list[str]) -> Mode:
+    """The mode ``argv`` selects; two mode flags are an error."""
+    def selects(arg: str, mode: Mode) -> bool:
+        return arg == mode.flag or arg.startswith(mode.flag + "=")
+
+    found = [mode for arg in argv for mode in MODES if selects(arg, mode)]
+    if found and found[0].flag == "--test":
+        return found[0]  # everything after --test belongs to pytest
+    found = list(dict.fromkeys(found))
+    if len(found) > 1:
+        raise SystemExit(f"launch.py: error: {' and '.join(m.flag for m in found)} are separate modes; use one "
+                         "(launch.py --help lists them)")
+    return found[0] if found else SERVER
+
+
+def full_help() -> str:
+    """``launch.py --help``: the list of modes, then every mode's own help (its usage and flags)."""
+    width = max(len(m.usage) for m in [SERVER, *MODES]) + 12
+    lines = ["usage: python launch.py [--skip-install] [MODE] [options]", "",
+             "sd-webui-hypernetworks: AUTOMATIC1111 hypernetworks on diffusers.", "", "modes:"]
+    lines += [f"  {'launch.py ' + m.usage:<{width}}{m.summary}" for m in [SERVER, *MODES]]
+    lines += ["", LAUNCH_OPTIONS]
+    for mode in [SERVER, *MODES]:
+        lines += ["", "-" * 100, mode.parser().format_help().rstrip()]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str]) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    if "--test" in argv:
-        return run_tests([a for a in argv if a != "--test"])
-    if "--generate" in argv:
-        from extension.generate_cli import main as generate_main
+    mode = mode_of(argv)
+    if mode.flag != "--test" and any(a in ("-h", "--help") for a in argv):
+        # launch.py --help: every mode; launch.py --generate --help: that mode (its parser alone would first
+        # complain that --generate has no value)
+        sys.stdout.write(full_help() if mode is SERVER else mode.parser().format_help())
+        return 0
+    return mode.run(argv)
 
-        return generate_main(argv)
-    if "--train-demo-model" in argv:
-        from extension.demo.train import main as train_main
 
-        i = argv.index("--train-demo-model")
-        return train_main([*argv[i + 1:], *argv[:i]])  # OUTDIR first, then the other options
-    return serve(argv)
+# -- warnings -----------------------------------------------------------------------------------------------------
+class _ImageProcessorFallbackFilter(logging.Filter):
+    """Drops transformers' "`XImageProcessor` requires torchvision (not installed); falling back to
+    `XImageProcessorPil`" warnings, and nothing else.
+
+    Where they come from: diffusers' ``pipeline_stable_diffusion.py`` does ``from transformers import
+    CLIPImageProcessor`` (the safety checker's feature extractor) and ``diffusers/loaders/ip_adapter.py`` does
+    ``from transformers import SiglipImageProcessor``, at import. Since transformers 5 those names need
+    torchvision, which this project does not install; transformers' lazy module then hands out the PIL class
+    it always used before and warns once per name. This project never runs an image processor (no safety
+    checker, no IP-Adapter), so the warning tells a user nothing. Binding the names to the PIL classes
+    ourselves does not work: with transformers 5.23 ``sys.modules["transformers"]`` is replaced by a fresh
+    lazy module while its submodules load, and diffusers then imports from the fresh one. So the message is
+    filtered, on the one logger that emits it; other transformers warnings still show.
+    """
+
+    PATTERN = re.compile(r"`\w+ImageProcessor` requires torchvision \(not installed\); falling back to `\w+Pil`")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.PATTERN.search(record.getMessage())
+
+
+def quiet_image_processor_fallback() -> None:
+    """Install :class:`_ImageProcessorFallbackFilter` (once; importing transformers is not needed)."""
+    logger = logging.getLogger("transformers.utils.import_utils")
+    if not any(isinstance(f, _ImageProcessorFallbackFilter) for f in logger.filters):
+        logger.addFilter(_ImageProcessorFallbackFilter())

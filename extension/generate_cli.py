@@ -1,18 +1,20 @@
 """``python launch.py --generate "PROMPT" [options]``: txt2img from the command line.
 
 Writes PNGs (with A1111 infotexts) under ``<outdir>/txt2img-images/YYYY-MM-DD/`` and prints each path on
-stdout; warnings go to stderr. Exit status 0 on success, 2 for bad arguments or a checkpoint that cannot
-be loaded.
+stdout; progress (a bar with the ETA in a terminal, ``step N/M`` lines otherwise) and warnings go to stderr.
+Exit status 0 on success, 2 for bad arguments or a checkpoint that cannot be loaded.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
 
+from . import paths
+from .cli import ModeParser
 from .samplers import DEFAULT_SAMPLER, sampler_names, schedule_type_labels
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def native_size(pipe) -> int:
@@ -23,8 +25,61 @@ def native_size(pipe) -> int:
         return 512
 
 
+class Progress:
+    """``progress(step, total)`` for :func:`txt2img`: a tqdm bar with the rate and ETA when ``stream`` is a
+    terminal, else one plain ``step N/M`` line per step (logs and pipes get no carriage returns)."""
+
+    def __init__(self, stream):
+        self.stream, self.bar = stream, None
+        self.terminal = hasattr(stream, "isatty") and stream.isatty()
+
+    def __call__(self, step: int, total: int) -> None:
+        if not self.terminal:
+            print(f"step {step}/{total}", file=self.stream, flush=True)
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            try:
+                sized = os.get_terminal_size(self.stream.fileno()).columns > 0
+            except (AttributeError, OSError, ValueError):
+                sized = False
+            # A terminal that reports no width (a bare pseudo-terminal) would get a bar 0 columns wide.
+            self.bar = tqdm(total=total, desc="txt2img", unit="step", file=self.stream,
+                            **({"dynamic_ncols": True} if sized else {"ncols": 80}))
+        self.bar.total = total
+        self.bar.update(step - self.bar.n)
+        if step >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@contextlib.contextmanager
+def no_loading_bars(enabled: bool = True):
+    """Within: no "Loading pipeline components" / "Loading weights" bars from diffusers and transformers (used
+    when stderr is not a terminal: in a log or a pipe they are carriage-return noise). Restored after."""
+    if not enabled:
+        yield
+        return
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    libraries = [lib for lib in (diffusers_logging, transformers_logging) if lib.is_progress_bar_enabled()]
+    for lib in libraries:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib in libraries:
+            lib.enable_progress_bar()
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="launch.py --generate", description="Generate images from a prompt.")
+    p = ModeParser(prog="launch.py", description="Generate images from a prompt.")
     p.add_argument("--generate", required=True, metavar="PROMPT",
                    help='the prompt; <hypernet:NAME:MULTIPLIER> tags apply hypernetworks')
     p.add_argument("--negative", "--negative-prompt", dest="negative", default="", help="negative prompt")
@@ -40,12 +95,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-count", "--n-iter", dest="n_iter", type=int, default=1)
     p.add_argument("--cfg-scale", type=float, default=7.0)
     p.add_argument("--clip-skip", type=int, default=1)
-    p.add_argument("--outdir", type=Path, default=ROOT / "outputs", help="default: outputs/")
+    p.add_argument("--outdir", type=Path, default=paths.OUTPUT_DIR, help="default: outputs/")
     p.add_argument("--ckpt", default=None, help="checkpoint name (default: the demo model)")
-    p.add_argument("--ckpt-dir", type=Path, default=ROOT / "models" / "Stable-diffusion")
-    p.add_argument("--hypernetwork-dir", type=Path, default=ROOT / "models" / "hypernetworks")
+    p.add_argument("--ckpt-dir", type=Path, default=paths.CKPT_DIR, help="default: models/Stable-diffusion/")
+    p.add_argument("--hypernetwork-dir", type=Path, default=paths.HYPERNETWORK_DIR,
+                   help="default: models/hypernetworks/")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda when present)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="weights precision (default: fp16 on CUDA, fp32 on CPU)")
     return p
 
 
@@ -59,7 +116,8 @@ def main(argv: list[str]) -> int:
 
     args = parser().parse_args(argv)
     try:
-        model = ModelManager(args.ckpt_dir, args.device, args.precision, builtin=builtin_model()).load(args.ckpt)
+        with no_loading_bars(not sys.stderr.isatty()):
+            model = ModelManager(args.ckpt_dir, args.device, args.precision, builtin=builtin_model()).load(args.ckpt)
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -69,15 +127,15 @@ def main(argv: list[str]) -> int:
         steps=args.steps, cfg_scale=args.cfg_scale, width=args.width or size, height=args.height or args.width or size,
         seed=args.seed, batch_size=args.batch_size, n_iter=args.n_iter, clip_skip=args.clip_skip)
 
-    def progress(step: int, total: int) -> None:
-        print(f"\rstep {step}/{total}", end="" if step < total else "\n", file=sys.stderr, flush=True)
-
+    progress = Progress(sys.stderr)
     try:
         result = txt2img(request, model, HypernetworkLibrary(args.hypernetwork_dir), outdir=args.outdir,
                          progress=progress)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        progress.close()
     for message in result.messages:
         print(f"warning: {message}", file=sys.stderr)
     for path in result.paths:
