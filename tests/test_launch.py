@@ -195,6 +195,9 @@ def test_the_pid_started_is_the_server_so_kill_stops_it(tmp_path):
             assert sock.connect_ex(("127.0.0.1", port)) != 0, "something still listens on the port"
         survivors = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         assert survivors == [], survivors
+        orphans = [p.info for p in psutil.process_iter(["pid", "cmdline"])  # a child re-parented elsewhere
+                   if str(ROOT / "launch.py") in (p.info["cmdline"] or []) and str(port) in p.info["cmdline"]]
+        assert orphans == [], orphans
     finally:
         if process.poll() is None:
             process.kill()
