@@ -15,3 +15,4 @@ SETTINGS_FILE = ROOT / "config.json"
 SCRIPTS_DIR = ROOT / "scripts"
 JAVASCRIPT_DIR = ROOT / "javascript"
 STYLE_CSS = ROOT / "style.css"
+TEMPLATES_DIR = ROOT / "textual_inversion_templates"  # AUTOMATIC1111's folder name for prompt templates

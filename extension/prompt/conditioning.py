@@ -362,6 +362,31 @@ def encode(pipe, prompt: str, negative_prompt: str, *, clip_skip: int = 1,
     return encode_sd(pipe, prompt, negative_prompt, clip_skip=clip_skip, architecture=architecture)
 
 
+@torch.no_grad()
+def encode_texts(pipe, texts: Sequence[str], *, clip_skip: int = 1, architecture: str | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Several prompts at once (what training feeds the UNet): ``(embeddings [N, L, dim], pooled [N, d] or None)``.
+
+    Each text is encoded as :func:`encode` encodes a prompt (emphasis, 75-token chunks, CLIP skip, SDXL's two
+    encoders); texts of different chunk counts are padded with the empty prompt's encoding, as A1111 pads a
+    batch.
+    """
+    if is_sdxl(pipe):
+        pairs = [_encode_sdxl_one(pipe, text) for text in texts]
+        empty = _encode_sdxl_one(pipe, "")[0] if len({z.shape[1] for z, _ in pairs}) > 1 else None
+    else:
+        layer = sd_layer(architecture, clip_skip)
+        pairs = [encode_prompt(pipe.text_encoder, pipe.tokenizer, text, layer) for text in texts]
+        empty = (encode_prompt(pipe.text_encoder, pipe.tokenizer, "", layer)[0]
+                 if len({z.shape[1] for z, _ in pairs}) > 1 else None)
+    embeds = [z for z, _ in pairs]
+    if empty is not None:
+        length = max(z.shape[1] for z in embeds)
+        embeds = [pad_to_same_length(z, empty.repeat(1, length // empty.shape[1], 1), empty)[0] for z in embeds]
+    pooled = [p for _, p in pairs]
+    return torch.cat(embeds), (torch.cat(pooled) if all(p is not None for p in pooled) and is_sdxl(pipe) else None)
+
+
 class ScheduledConditioning:
     """The conditioning of each UNet evaluation of one generation, following prompt editing.
 
