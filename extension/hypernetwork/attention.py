@@ -20,6 +20,11 @@ The text context does not change across steps and layers, so with an :class:`Act
 per generation) the transformed cross-attention context is computed once per generation, not once per
 layer per step. A plain list ``[(hn, multiplier), ...]`` also works, uncached (what training wants).
 
+Self-attention contexts change at every call. There, with autograd off, affine (linear) modules are collapsed
+to one map or folded into ``to_k`` / ``to_v`` by :mod:`.folding`, as its FLOP count decides per layer
+(``ActiveHypernetworks(..., expected_calls=steps)``); the folded weights live in the
+:class:`ActiveHypernetworks`, never on the shared model.
+
 Two entry points:
 
 - ``install_hypernetwork_processors(unet)`` once, then ``pipe(..., cross_attention_kwargs={"hypernetworks":
@@ -35,6 +40,7 @@ from typing import Iterable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from .folding import FoldedProjections
 from .modules import Hypernetwork
 
 KWARG = "hypernetworks"  # the processor parameter (and cross_attention_kwargs key) carrying the active list
@@ -47,13 +53,21 @@ class ActiveHypernetworks:
     Make one per generation (or per ``with`` block). The memo keeps a reference to each context tensor it
     transformed and recognises it again by identity (``is``) and version counter, so a tensor changed in
     place or a new tensor is transformed afresh. The memo is used only for cross-attention, and only when
-    autograd is off (a training step must build its own graph each time).
+    autograd is off (a training step must build its own graph each time). Self-attention goes through
+    :meth:`keys_values`, which folds affine modules into the projections (:mod:`.folding`).
+
+    Args:
+        networks: ``(network, multiplier)`` pairs, in prompt order.
+        expected_calls: how many UNet calls this object will serve (the sampler's UNet evaluations); the
+            per-layer choice of folding weighs its one-off cost against that many calls. None: fold wherever
+            the chain allows.
     """
 
-    def __init__(self, networks: Iterable[tuple[Hypernetwork, float]]):
+    def __init__(self, networks: Iterable[tuple[Hypernetwork, float]], expected_calls: int | None = None):
         self.networks: tuple[tuple[Hypernetwork, float], ...] = tuple((hn, float(m)) for hn, m in networks)
         self._widths = frozenset(width for hn, m in self.networks if m != 0 for width in hn.layers)
         self._contexts: dict[int, tuple[torch.Tensor, int | None, torch.Tensor, torch.Tensor]] = {}
+        self.folds = FoldedProjections(self.networks, expected_calls)
 
     def __bool__(self) -> bool:
         return bool(self._widths)
@@ -78,11 +92,20 @@ class ActiveHypernetworks:
             context_k, context_v = hn.apply(context_k, context_v, multiplier)
         return context_k, context_v
 
+    def keys_values(self, attn, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(attn.to_k(K context), attn.to_v(V context))``; with autograd off, affine runs of the chains are
+        collapsed or folded into the projections (:meth:`FoldedProjections.project`)."""
+        if not self.folds.usable():
+            context_k, context_v = self.transform(context)
+            return attn.to_k(context_k), attn.to_v(context_v)
+        return self.folds.project(attn.to_k, context, 0), self.folds.project(attn.to_v, context, 1)
+
     def transform_cached(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`transform`, memoised by tensor identity while autograd is off."""
+        """:meth:`transform`, memoised by tensor identity while autograd is off (and while the modules' weights
+        and modes stay as they were)."""
         if torch.is_grad_enabled():
             return self.transform(context)
-        version = _version(context)
+        version = (_version(context), self.folds.signature(context.shape[-1]))
         hit = self._contexts.get(id(context))
         if hit is not None and hit[0] is context and hit[1] == version:
             return hit[2], hit[3]
@@ -106,7 +129,7 @@ def as_active(hypernetworks) -> ActiveHypernetworks | None:
     """Accept an :class:`ActiveHypernetworks`, a sequence of ``(hn, multiplier)``, or None."""
     if hypernetworks is None or isinstance(hypernetworks, ActiveHypernetworks):
         return hypernetworks
-    return ActiveHypernetworks(hypernetworks)
+    return ActiveHypernetworks(hypernetworks, expected_calls=1)  # made afresh for this one call
 
 
 class HypernetworkAttnProcessor:
@@ -161,14 +184,12 @@ class HypernetworkAttnProcessor:
         query = attn.to_q(hidden_states)
 
         if encoder_hidden_states is None:
-            context_k, context_v = active.transform(hidden_states)
+            key, value = active.keys_values(attn, hidden_states)
         elif attn.norm_cross:
-            context_k, context_v = active.transform(attn.norm_encoder_hidden_states(encoder_hidden_states))
-        else:
+            key, value = active.keys_values(attn, attn.norm_encoder_hidden_states(encoder_hidden_states))
+        else:  # the text context: transformed once per generation, which costs less than folding
             context_k, context_v = active.transform_cached(encoder_hidden_states)
-
-        key = attn.to_k(context_k)
-        value = attn.to_v(context_v)
+            key, value = attn.to_k(context_k), attn.to_v(context_v)
 
         inner_dim = key.shape[-1]
         head_dim = inner_dim // attn.heads

@@ -21,6 +21,7 @@ from ..errors import HypernetworkError
 from ..fileio import sha256_file
 from . import files
 from .config import WEIGHT_INITS, HypernetworkConfig
+from .folding import AffineMemo
 
 
 class HypernetworkModule(torch.nn.Module):
@@ -54,6 +55,7 @@ class HypernetworkModule(torch.nn.Module):
         self.dim = dim
         self.config = config
         self.linear = torch.nn.Sequential(*(spec.build() for spec in config.layout(dim)))
+        self.affine_memo = AffineMemo()  # the collapsed map of an affine module, for folding (see .folding)
         if state_dict is not None:
             weights = config.check_weights(dim, state_dict)
             self.linear.load_state_dict({key.removeprefix("linear."): value.float() for key, value in weights.items()},
