@@ -153,6 +153,32 @@ def train_demo(argv: list[str]) -> int:
     return train_main([*argv[i + 1:], *argv[:i]])  # OUTDIR first, then the other options
 
 
+def create_hypernetwork_parser() -> argparse.ArgumentParser:
+    from extension.training.cli import create_parser
+
+    return create_parser()
+
+
+def create_hypernetwork(argv: list[str]) -> int:
+    quiet_image_processor_fallback()
+    from extension.training.cli import create
+
+    return create(argv)
+
+
+def train_hypernetwork_parser() -> argparse.ArgumentParser:
+    from extension.training.cli import train_parser
+
+    return train_parser()
+
+
+def train_hypernetwork(argv: list[str]) -> int:
+    quiet_image_processor_fallback()
+    from extension.training.cli import train
+
+    return train(argv)
+
+
 @dataclasses.dataclass(frozen=True)
 class Mode:
     """One way to run ``launch.py``: ``flag`` selects it (``None``: the default mode, the server)."""
@@ -168,6 +194,11 @@ SERVER = Mode(None, "[options]", "serve the web UI on http://127.0.0.1:7860", se
 MODES: list[Mode] = [
     Mode("--test", "--test [PYTEST ARGS]", "run the test suite", test_parser, run_tests),
     Mode("--generate", "--generate PROMPT [options]", "write images from a prompt", generate_parser, generate),
+    Mode("--create-hypernetwork", "--create-hypernetwork NAME [options]", "create a new hypernetwork file",
+         create_hypernetwork_parser, create_hypernetwork),
+    Mode("--train-hypernetwork", "--train-hypernetwork NAME --dataset DIR [options]",
+         "train a hypernetwork (headless; also under accelerate launch)", train_hypernetwork_parser,
+         train_hypernetwork),
     Mode("--train-demo-model", "--train-demo-model OUTDIR [options]", "train the demo model from nothing",
          train_demo_parser, train_demo),
 ]

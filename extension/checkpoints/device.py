@@ -18,7 +18,7 @@ def resolve_device(arg: str | torch.device | None = None) -> torch.device:
     value = (arg or "auto").strip().lower()
     if value == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if value == "cpu":
+    if value == "cpu" or re.fullmatch(r"cpu:\d+", value):
         return torch.device("cpu")
     if re.fullmatch(r"cuda(:\d+)?", value):
         if not torch.cuda.is_available():

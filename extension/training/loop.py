@@ -257,7 +257,8 @@ class Loop:
             message = f"interrupted at step {step}; saved to {s.source}"
         self.monitor.set_state(status, message)
         return TrainingResult(status, message, str(s.source), step if status != "stopped" else
-                              (self.last_good[0] if self.last_good else s.first_step), str(s.folder), self.files)
+                              (self.last_good[0] if self.last_good else s.first_step), str(s.folder), self.files,
+                              network)
 
     def _stop_requested(self) -> bool:
         local = bool((self.s.job is not None and self.s.job.interrupted.is_set())

@@ -34,7 +34,7 @@ class TrainingMonitor:
 
     def begin(self, first_step: int, last_step: int) -> None:
         with self._lock:
-            self.first_step, self.last_step, self.state = first_step, last_step, "training"
+            self.first_step, self.last_step, self.state, self.message = first_step, last_step, "training", ""
             self.started = time.monotonic()
 
     def set_state(self, state: str, message: str = "") -> None:

@@ -55,6 +55,7 @@ class TrainingResult:
     step: int = 0
     log_dir: str | None = None
     files: list[str] = dataclasses.field(default_factory=list)
+    network: Hypernetwork | None = dataclasses.field(default=None, repr=False)  # the trained object, in memory
 
     def info(self) -> str:
         """AUTOMATIC1111's answer text (``train embedding complete: filename: ... error: ...``, sic), so scripts
@@ -90,7 +91,8 @@ def network_path(name: str, library: HypernetworkLibrary) -> Path:
 
 def train_hypernetwork(config: TrainingConfig, model, library: HypernetworkLibrary, *, job=None,
                        monitor: TrainingMonitor | None = None, accelerator=None, root: Path | None = None,
-                       templates_dir: Path | None = None, template_paths: bool = True) -> TrainingResult:
+                       templates_dir: Path | None = None, template_paths: bool = True,
+                       stop_event=None) -> TrainingResult:
     """Train the hypernetwork ``config.hypernetwork_name`` from ``library`` on ``model``.
 
     Args:
@@ -104,6 +106,7 @@ def train_hypernetwork(config: TrainingConfig, model, library: HypernetworkLibra
         root: what relative ``data_root`` and ``log_directory`` are relative to (the project folder).
         templates_dir: the templates folder (``textual_inversion_templates/``).
         template_paths: whether ``template_filename`` may be a path (the REST API allows names only).
+        stop_event: a ``threading.Event`` that, once set, stops the run at the next step with a save (Ctrl+C).
 
     Returns:
         A :class:`TrainingResult`. Raises :class:`TrainingError` for anything that stops a run from starting.
@@ -150,7 +153,7 @@ def train_hypernetwork(config: TrainingConfig, model, library: HypernetworkLibra
     install_hypernetwork_processors(model.pipe)
     setup = LoopSetup(config=config, model=model, network=network, source=source, pictures=pictures,
                       prompts=prompts, schedule=schedule, clip=clip, first_step=first, last_step=last,
-                      folder=folder, accelerator=accelerator, job=job, monitor=monitor)
+                      folder=folder, accelerator=accelerator, job=job, monitor=monitor, stop_event=stop_event)
     result = Loop(setup).run()
     library.refresh()
     return result
