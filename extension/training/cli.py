@@ -186,7 +186,7 @@ def train(argv: list[str]) -> int:
     from ..library import HypernetworkLibrary
     from .config import TrainingConfig, TrainingError
     from .monitor import TrainingMonitor
-    from .train import make_accelerator, train_hypernetwork
+    from .train import make_accelerator
 
     args = train_parser().parse_args(argv)
     values = {k: v for k, v in vars(args).items() if k not in ("hypernetwork_dir", "ckpt_dir", "ckpt", "device",
