@@ -1,5 +1,6 @@
-"""Helpers for the UI tests: a hypernetworks folder for the demo architecture, the app served in a child
-process on 127.0.0.1, and Debian's chromium driven by Playwright (headless; never ``playwright install``)."""
+"""Helpers for the UI tests: the app served in a child process on 127.0.0.1, and Debian's chromium driven by
+Playwright (headless; never ``playwright install``). The hypernetworks folder they use is
+:func:`builders.make_hypernetwork_dir`."""
 from __future__ import annotations
 
 import contextlib
@@ -19,45 +20,19 @@ CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
 
-GOOD = ("demo_style", "demo_linear")  # made for the demo architecture
-MISFIT = "sd1_anime"  # widths of SD 1.x only: none exists in the demo model
-PARTIAL = "mixed_sizes"  # one demo width, one SD 1.x width
-BROKEN = "broken"
+
+def under_ci() -> bool:
+    """``CI`` is set (GitHub Actions and most CI services set ``CI=true``)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def make_hypernetwork_dir(folder: Path) -> dict[str, Path]:
-    """A folder with two networks for the demo model (one with a preview and a description), one whose
-    widths do not fit it, one that partly fits, and a broken file. Returns ``{name: path}``."""
-    from PIL import Image
+def unavailable(reason: str) -> None:
+    """Skip a browser test for a missing part; under CI, fail instead: there the browser tests must run."""
+    import pytest
 
-    from extension.demo.architecture import ATTENTION_WIDTHS, CROSS_ATTENTION_DIM
-    from extension.hypernetwork import Hypernetwork
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {}
-
-    def save(name, filename, step=0, **kwargs):
-        hn = Hypernetwork(name=name, **kwargs)
-        hn.step = step
-        path = folder / filename
-        hn.save(path)
-        paths[name] = path
-        return hn
-
-    save("demo_style", "demo_style.pt", enable_sizes=list(ATTENTION_WIDTHS), layer_structure=[1, 2, 1],
-         activation_func="relu", weight_init="XavierNormal", step=1200)
-    (folder / "demo_style.txt").write_text("Bold strokes for the demo model (a test network).", encoding="utf-8")
-    Image.new("RGB", (64, 64), (200, 60, 40)).save(folder / "demo_style.png")
-    save("demo_linear", "sub/demo_linear.safetensors", enable_sizes=[CROSS_ATTENTION_DIM], layer_structure=[1, 1],
-         weight_init="Normal")
-    save(MISFIT, f"{MISFIT}.pt", enable_sizes=[768, 320], layer_structure=[1, 0.1, 1], activation_func="swish")
-    (folder / f"{MISFIT}.txt").write_text("An SD 1.x network: its widths do not exist in the demo model.",
-                                          encoding="utf-8")
-    save(PARTIAL, f"{PARTIAL}.pt", enable_sizes=[CROSS_ATTENTION_DIM, 768], layer_structure=[1, 0.1, 1])
-    broken = folder / f"{BROKEN}.pt"
-    broken.write_bytes(b"this is not a hypernetwork, just some bytes\n" * 4)
-    paths[BROKEN] = broken
-    return paths
+    if under_ci():
+        pytest.fail(f"{reason}. CI is set, so the browser tests fail instead of skipping.", pytrace=False)
+    pytest.skip(reason)
 
 
 def free_port() -> int:
@@ -73,11 +48,34 @@ from pathlib import Path
 from extension.ui.app import serve
 from extension.ui.state import ServeOptions
 kw = json.loads({options!r})
-for key in ("hypernetwork_dir", "ckpt_dir", "outdir", "ui_settings_file", "gradio_auth_path"):
+for key in ("hypernetwork_dir", "ckpt_dir", "outdir", "ui_settings_file", "gradio_auth_path", "scripts_dir"):
     if kw.get(key):
         kw[key] = Path(kw[key])
 serve(ServeOptions(**kw))
 """
+
+HOLD_SCRIPT = '''"""Test-only host script: the generation that takes the hold token waits on the device (before its first
+step) until the test lets it go or its job is interrupted. See ``Server.hold_next_generation``."""
+import os
+import time
+from pathlib import Path
+
+CONTROL = Path({control!r})
+
+
+def register(callbacks):
+    @callbacks.on_before_generate
+    def hold(ctx, request):
+        try:
+            os.rename(CONTROL / "hold", CONTROL / "held")  # atomic: one generation takes the token
+        except FileNotFoundError:
+            return None
+        deadline = time.monotonic() + 300  # never hang the test server for good
+        while (CONTROL / "held").exists() and not ctx.jobs.progress().interrupted and time.monotonic() < deadline:
+            time.sleep(0.02)
+        (CONTROL / "held").unlink(missing_ok=True)
+        return None
+'''
 
 
 class Server:
@@ -88,9 +86,17 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / "server.log"
         self.outdir = tmp / "outputs"
+        self.control = tmp / "control"  # hold / held: see hold_next_generation
+        self.control.mkdir(parents=True, exist_ok=True)
+        scripts = tmp / "scripts"  # the project's scripts, and the test-only hold hook
+        scripts.mkdir(parents=True, exist_ok=True)
+        for script in sorted((ROOT / "scripts").glob("*.py")):
+            (scripts / script.name).symlink_to(script)
+        (scripts / "zz_test_hold.py").write_text(HOLD_SCRIPT.format(control=str(self.control)), encoding="utf-8")
         self.options = {"port": self.port, "hypernetwork_dir": str(hypernetwork_dir),
                         "ckpt_dir": str(tmp / "checkpoints"), "outdir": str(self.outdir),
                         "ui_settings_file": str(tmp / "config.json"), "demo_random": True, "device": "cpu",
+                        "scripts_dir": str(scripts),
                         **{k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}}
         self.process: subprocess.Popen | None = None
         self.auth = None
@@ -118,6 +124,36 @@ class Server:
             time.sleep(0.3)
         raise RuntimeError(f"the server did not answer within {timeout:.0f} s:\n{self.log()}")
 
+    # -- holding a generation on the device -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def hold_next_generation(self):
+        """Inside the block, the next generation to start holds the device (in a ``before_generate`` hook,
+        before its first step) until the block ends or its job is interrupted: a job exactly as long as the
+        test needs. Leaving the block lets it go; a hold no generation took is withdrawn."""
+        token, held = self.control / "hold", self.control / "held"
+        held.unlink(missing_ok=True)
+        token.write_text("")
+        try:
+            yield self
+        finally:
+            token.unlink(missing_ok=True)
+            held.unlink(missing_ok=True)
+
+    def wait_until_held(self, timeout: float = 60.0) -> None:
+        """Until a generation holds the device (it took the hold)."""
+        self._wait_for(lambda: (self.control / "held").exists(), "no generation took the hold", timeout)
+
+    def wait_until_let_go(self, timeout: float = 60.0) -> None:
+        """Until the held generation has gone on (let go, or it saw its job interrupted)."""
+        self._wait_for(lambda: not (self.control / "held").exists(), "the held generation is still held", timeout)
+
+    def _wait_for(self, condition, failure: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{failure} within {timeout:.0f} s:\n{self.log()}")
+            time.sleep(0.05)
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-6000:]
@@ -144,13 +180,14 @@ class Server:
 
 @contextlib.contextmanager
 def chromium_browser():
-    """A headless Debian chromium through Playwright."""
-    from playwright.sync_api import sync_playwright
-
+    """A headless Debian chromium through Playwright; skips (fails under CI) when either is missing."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("playwright is not installed: pip install playwright (Debian's chromium is used, "
+                    "never `playwright install`)")
     if not Path(CHROMIUM).exists():
-        import pytest
-
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
+        unavailable(f"{CHROMIUM} is missing: apt-get install -y chromium (or set CHROMIUM_PATH)")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:

@@ -23,3 +23,13 @@ A1111_FIXTURES = FIXTURES / "a1111"
 @pytest.fixture
 def a1111_dir() -> Path:
     return A1111_FIXTURES
+
+
+def pytest_addoption(parser):
+    parser.addoption("--reverse", action="store_true",
+                     help="run the collected tests in reverse order (to find tests that depend on an earlier one)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--reverse"):
+        items.reverse()

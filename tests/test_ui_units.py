@@ -2,13 +2,14 @@
 settings, auth parsing and the page the host builds (in process, nothing loaded)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from browser_utils import BROKEN, MISFIT, PARTIAL, make_hypernetwork_dir
+from builders import BROKEN, MISFIT, PARTIAL, make_hypernetwork_dir
 from extension.demo.architecture import ATTENTION_WIDTHS
 from extension.library import HypernetworkLibrary
 from extension.ui import cards as cards_mod
@@ -18,6 +19,10 @@ from extension.ui.comparison import draw_grid, parse_multipliers, plan_prompts, 
 from extension.ui.state import ServeOptions, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +38,7 @@ def all_cards(folder):
     return {c.name: c for c in (cards_mod.make_card(library, e, set(ATTENTION_WIDTHS), hash_now=True) for e in library.entries())}
 
 
-def test_cards_say_what_fits_and_what_is_broken(all_cards):
+def test_cards_say_what_fits_and_what_is_broken(all_cards, folder):
     assert set(all_cards) == {"demo_style", "demo_linear", MISFIT, PARTIAL, BROKEN}
     assert all_cards["demo_style"].fit == "ok" and all_cards["demo_linear"].fit == "ok"
     assert all_cards[MISFIT].fit == "none" and "768" in all_cards[MISFIT].fit_note
@@ -42,7 +47,8 @@ def test_cards_say_what_fits_and_what_is_broken(all_cards):
     style = all_cards["demo_style"]
     line = style.metadata_line()
     assert "sizes 48, 64, 80" in line and "1-2-1" in line and "relu" in line and "step 1200" in line
-    assert style.sha256 and f"[{style.sha256[:10]}]" in line
+    assert style.rel_path == "demo_style.pt" and style.sha256 == sha256(folder / "demo_style.pt")
+    assert f"[{style.sha256[:10]}]" in line
     assert style.description.startswith("Bold strokes")
     html = cards_mod.card_html(style, 0.8)
     assert 'data-name="demo_style"' in html and 'data-multiplier="0.8"' in html
@@ -225,4 +231,4 @@ def test_listing_hashes_only_for_a_hash_search_or_in_the_background(folder):
     assert cards_mod.is_hash_query("ab12cd34") and not cards_mod.is_hash_query("demo style")
     library.hash_in_background()
     library._hasher.join(timeout=30)
-    assert all(library.known_sha256(e) for e in safetensors)
+    assert [library.known_sha256(e) for e in safetensors] == [sha256(e.path) for e in safetensors]
