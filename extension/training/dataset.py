@@ -24,7 +24,7 @@ from .randomness import numpy_rng
 from .templates import caption_of
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-LATENT_FACTOR = 8
+SIZE_STEP = 8  # training sizes are multiples of 8 pixels
 
 
 @dataclasses.dataclass
@@ -34,7 +34,7 @@ class Picture:
     path: Path
     caption: str
     pixels: torch.Tensor              # (3, H, W) in [-1, 1]
-    weight: torch.Tensor | None       # (H / 8, W / 8), mean 1; None when weights are off
+    weight: torch.Tensor | None       # latent-sized (H / f, W / f), mean 1; None when weights are off
 
     @property
     def size(self) -> tuple[int, int]:
@@ -42,10 +42,10 @@ class Picture:
         return int(self.pixels.shape[2]), int(self.pixels.shape[1])
 
 
-def _alpha_weight(image, width: int, height: int) -> torch.Tensor:
+def _alpha_weight(image, width: int, height: int, factor: int) -> torch.Tensor:
     from PIL import Image
 
-    size = (width // LATENT_FACTOR, height // LATENT_FACTOR)
+    size = (width // factor, height // factor)
     if "A" not in image.getbands():
         return torch.ones(size[1], size[0])
     alpha = np.asarray(image.getchannel("A").resize(size, Image.Resampling.BICUBIC), dtype=np.float32)
@@ -56,7 +56,8 @@ def _alpha_weight(image, width: int, height: int) -> torch.Tensor:
     return torch.from_numpy(alpha / mean)
 
 
-def _open(path: Path, width: int, height: int, varsize: bool, use_weight: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _open(path: Path, width: int, height: int, varsize: bool, use_weight: bool, factor: int
+          ) -> tuple[torch.Tensor, torch.Tensor | None]:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -67,14 +68,14 @@ def _open(path: Path, width: int, height: int, varsize: bool, use_weight: bool) 
         raise TrainingError(f"{path}: the picture cannot be read ({type(exc).__name__}: {exc})") from None
     if varsize:
         w, h = image.size
-        w8, h8 = w - w % LATENT_FACTOR, h - h % LATENT_FACTOR
-        if w8 < LATENT_FACTOR or h8 < LATENT_FACTOR:
+        w8, h8 = w - w % SIZE_STEP, h - h % SIZE_STEP
+        if w8 < SIZE_STEP or h8 < SIZE_STEP:
             raise TrainingError(f"{path}: the picture is {w}x{h}, too small to train on")
         left, top = (w - w8) // 2, (h - h8) // 2
         image = image.crop((left, top, left + w8, top + h8))
     else:
         image = image.resize((width, height), Image.Resampling.BICUBIC)
-    weight = _alpha_weight(image.convert("RGBA") if "transparency" in image.info else image, *image.size) \
+    weight = _alpha_weight(image.convert("RGBA") if "transparency" in image.info else image, *image.size, factor) \
         if use_weight else None
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
     pixels = torch.from_numpy(rgb).permute(2, 0, 1) / 127.5 - 1.0
@@ -82,7 +83,7 @@ def _open(path: Path, width: int, height: int, varsize: bool, use_weight: bool) 
 
 
 def load_pictures(data_root, width: int, height: int, *, varsize: bool = False, use_weight: bool = False,
-                  word_regex: str = "", join_string: str = " ") -> list[Picture]:
+                  word_regex: str = "", join_string: str = " ", latent_factor: int = 8) -> list[Picture]:
     """Every picture in ``data_root`` with its caption (sorted by file name).
 
     Args:
@@ -91,6 +92,7 @@ def load_pictures(data_root, width: int, height: int, *, varsize: bool = False, 
         varsize: keep each picture's size (cropped to a multiple of 8).
         use_weight: read the alpha channel as the loss weight.
         word_regex, join_string: AUTOMATIC1111's file-name caption settings.
+        latent_factor: pixels per latent pixel (the VAE's scale factor: 8 on Stable Diffusion), for the weights.
 
     Raises:
         TrainingError: a missing or empty folder, or a picture that cannot be read, naming it.
@@ -103,7 +105,7 @@ def load_pictures(data_root, width: int, height: int, *, varsize: bool = False, 
         raise TrainingError(f"data_root {root}: the folder holds no pictures ({', '.join(IMAGE_SUFFIXES)})")
     pictures = []
     for path in files:
-        pixels, weight = _open(path, width, height, varsize, use_weight)
+        pixels, weight = _open(path, width, height, varsize, use_weight, latent_factor)
         pictures.append(Picture(path, caption_of(path, word_regex, join_string), pixels, weight))
     return pictures
 

@@ -129,7 +129,8 @@ def train_hypernetwork(config: TrainingConfig, model, library: HypernetworkLibra
     width, height = config.training_width or size, config.training_height or size
     pictures = load_pictures(resolve_dir(config.data_root, root), width, height, varsize=config.varsize,
                              use_weight=config.use_weight, word_regex=config.dataset_filename_word_regex,
-                             join_string=config.dataset_filename_join_string)
+                             join_string=config.dataset_filename_join_string,
+                             latent_factor=int(getattr(model.pipe, "vae_scale_factor", 8)))
     schedule = parse_schedule(config.learn_rate, "learning rate")
     clip = parse_schedule(config.clip_grad_value, "gradient clip") if config.clip_grad_mode != "disabled" else None
     first, last = network.step, schedule.end(config.steps)
