@@ -114,8 +114,10 @@ def test_shipped_hypernetwork_covers_every_width_and_changes_the_pictures(pipe):
         zero = generate(pipe, prompts, seeds, steps=8)
     with hypernetworks_applied(pipe, [(network, 1.0)]):
         styled = generate(pipe, prompts, seeds, steps=8)
-    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(plain, zero))
-    difference = np.mean([np.abs(np.asarray(a, float) - np.asarray(b, float)).mean() for a, b in zip(plain, styled)])
+    assert len(plain) == len(zero) == len(styled) == 4
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(plain, zero, strict=True))
+    difference = np.mean([np.abs(np.asarray(a, float) - np.asarray(b, float)).mean()
+                          for a, b in zip(plain, styled, strict=True)])
     assert difference > 10, difference  # mean absolute change per pixel channel, out of 255
 
 
@@ -127,7 +129,8 @@ def test_the_project_attention_processor_draws_what_automatic1111s_hooks_draw(pi
         hooked = generate(pipe, prompts, seeds, steps=4)
     with hypernetworks_applied(pipe, [(network, 1.0)]):
         processed = generate(pipe, prompts, seeds, steps=4)
-    for a, b in zip(hooked, processed):
+    assert len(hooked) == len(processed) == 2
+    for a, b in zip(hooked, processed, strict=True):
         assert np.abs(np.asarray(a, int) - np.asarray(b, int)).max() <= 2
 
 

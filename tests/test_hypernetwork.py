@@ -101,7 +101,13 @@ def test_forward_is_residual_and_scaled():
     delta = k_module(x, 1.0) - x
     torch.testing.assert_close(k_module(x, 0.5), x + 0.5 * delta, atol=1e-6, rtol=0)
     torch.testing.assert_close(k_module(x, -1.0), x - delta, atol=1e-6, rtol=0)
-    assert hn.apply(torch.ones(1, 2, 24), torch.ones(1, 2, 24), 1.0)[0].shape[-1] == 24  # no module: unchanged
+    other = torch.randn(1, 2, 24)  # no module for width 24: both contexts pass unchanged
+    k, v = hn.apply(other, other + 1, 1.0)
+    assert torch.equal(k, other) and torch.equal(v, other + 1)
+    k16, v16 = hn.apply(x, x, 1.0)  # width 16: K and V each through their own module
+    torch.testing.assert_close(k16, k_module(x, 1.0))
+    torch.testing.assert_close(v16, hn.layers[16][1](x, 1.0))
+    assert not torch.allclose(k16, x) and not torch.allclose(k16, v16)
 
 
 def test_for_inference_leaves_the_shared_network_alone():
