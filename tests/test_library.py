@@ -9,6 +9,7 @@ import time
 import pytest
 
 from conftest import A1111_FIXTURES
+from extension.fileio import sha256_file
 from extension.hypernetwork import Hypernetwork
 from extension.library import HypernetworkLibrary
 from extension.prompt.tags import HypernetworkRequest
@@ -104,7 +105,7 @@ def test_loaded_networks_are_cached_by_file_identity(folder):
     library = HypernetworkLibrary(folder)
     first = library.load("plain_linear")
     assert library.load("plain_linear") is first
-    assert library.sha256(library.get("plain_linear")) == first.sha256
+    assert library.sha256(library.get("plain_linear")) == first.sha256 == sha256_file(folder / "plain_linear.pt")
     shutil.copy(A1111_FIXTURES / "relu_layernorm.pt", folder / "plain_linear.pt")
     os.utime(folder / "plain_linear.pt", (time.time() + 5, time.time() + 5))
     library.refresh()
