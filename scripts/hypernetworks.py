@@ -217,7 +217,7 @@ def ui_loaded(ctx, ui, demo):
     rerender = panel["rerender"]
 
     # Badges depend on the model, the click's multiplier on the settings, the list on the folder.
-    for event in (ui.model_changed, ui.settings_applied):
+    for event in (ui.model_changed, ui.settings_applied, getattr(ui, "hypernetwork_created", None)):
         if event is not None:
             event.then(rerender, panel["view"], [panel["cards"]], api_visibility="private", queue=False)
     def on_page_load(query, sort_key, direction):

@@ -67,4 +67,6 @@ def build_random_pipeline(seed: int = 0, torch_dtype: torch.dtype = torch.float3
         safety_checker=None, feature_extractor=None, image_encoder=None, requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(dtype=torch_dtype)
+    for module in (unet, vae, text_encoder):  # nn.Module.to: diffusers' own .to() warns about every dtype cast
+        torch.nn.Module.to(module, dtype=torch_dtype)
+    return pipe

@@ -22,6 +22,7 @@ import gradio as gr
 
 from .callbacks import SettingSpec
 from .state import AppState, ServeOptions, build_state
+from .train import build_train_tab
 from .txt2img import PageUI, build_script_tab, build_txt2img_tab, messages_html
 
 log = logging.getLogger(__name__)
@@ -228,6 +229,8 @@ def build_blocks(ctx: AppState) -> tuple[gr.Blocks, PageUI]:
                 build_txt2img_tab(ctx, ui, info)
             for tab in ctx.callbacks.collect("ui_tabs", ctx):
                 build_script_tab(ctx, tab, None)
+            with gr.Tab("Train", id="train", elem_id="tab_train"):
+                ui.hypernetwork_created = build_train_tab(ctx, ui)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings") as settings_tab:
                 ui.settings_applied, setting_components, setting_specs = build_settings_tab(ctx, ui)
 

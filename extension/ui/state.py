@@ -134,6 +134,7 @@ class AppState:
         self.settings = settings
         self.outdir = Path(options.outdir)
         self.jobs = JobRunner()  # the device: one generation, training run or model load at a time
+        self.training = None  # the TrainingMonitor of the latest training run, for the Train tab and the API
         self._preview_cache: dict = {}  # (path, size, mtime) -> data URI of the card thumbnail
 
     # -- models --------------------------------------------------------------------------------------------
@@ -210,6 +211,29 @@ class AppState:
                 self.callbacks.call_each("after_generate", self, request, result)
             return result
 
+    # -- training ------------------------------------------------------------------------------------------
+    def train(self, config, *, monitor=None, source: str = "", template_paths: bool = True):
+        """Train a hypernetwork (:func:`extension.training.train_hypernetwork`) as a job on the device.
+
+        Generations asked for meanwhile wait their turn; :meth:`interrupt` stops the run with a save. The run's
+        monitor becomes :attr:`training` (what the Train tab and ``/progress`` show).
+
+        Args:
+            config: a :class:`~extension.training.TrainingConfig`.
+            monitor: a :class:`~extension.training.TrainingMonitor` to fill (one is made otherwise).
+            source: who asks (``"ui"``, ``"api"``).
+            template_paths: whether the template may be given as a path (the REST API allows names only).
+        """
+        from ..training import TrainingMonitor, train_hypernetwork
+
+        monitor = monitor or TrainingMonitor()
+        self.training = monitor
+        with self.jobs.job("train-hypernetwork", source=source) as job:
+            job.set_preview(lambda: _latest_preview(monitor))
+            model = self.current_model()
+            return train_hypernetwork(config, model, self.library, job=job, monitor=monitor,
+                                      template_paths=template_paths)
+
     # -- previews ------------------------------------------------------------------------------------------
     def preview_data_uri(self, path: Path, size: int = 256) -> str | None:
         """A small JPEG of a card preview as a data URI (cached by the file's identity)."""
@@ -263,3 +287,15 @@ def build_state(options: Any, models=None, library: HypernetworkLibrary | None =
     for spec in callbacks.collect("settings", state):
         settings.register(spec)
     return state
+
+
+def _latest_preview(monitor):
+    """The newest preview picture of a training run, or None."""
+    from PIL import Image
+
+    previews = monitor.previews()
+    if not previews:
+        return None
+    with Image.open(previews[-1][1]) as image:
+        image.load()
+        return image

@@ -52,6 +52,7 @@ class PageUI:
     # Events other tabs can chain on with ``.then(...)`` (set by the host before ``ui_loaded`` runs):
     model_changed: Any = None
     settings_applied: Any = None
+    hypernetwork_created: Any = None  # the Train tab's Create (the cards re-render after it)
     generated: Any = None
     extras: dict = dataclasses.field(default_factory=dict)  # what scripts share between their callbacks
 
