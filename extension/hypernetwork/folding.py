@@ -67,9 +67,11 @@ class AffineMemo:
         return matrix, offset
 
 
-def parameter_signature(module: torch.nn.Module) -> tuple:
-    """Identity and version counter of every parameter: changes whenever the weights can have changed."""
-    return tuple((id(p), p.data_ptr(), p._version) for p in module.parameters())
+def parameter_signature(module) -> tuple:
+    """Identity, storage and version counter of every parameter of a ``HypernetworkModule``'s layers: changes
+    whenever the weights can have changed (in-place edits, ``load_state_dict``, ``.data =``, ``.to()``)."""
+    return tuple((id(p), p.data_ptr(), p._version) for layer in module.linear
+                 for p in layer._parameters.values() if p is not None)
 
 
 def is_affine_now(module) -> bool:
@@ -257,14 +259,20 @@ class FoldedProjections:
         self._lock = threading.Lock()
         self._chains: dict[tuple[int, int], tuple[tuple, tuple]] = {}  # (width, which) -> (signature, segments)
         self._layers: dict[int, _Layer] = {}  # id(projection) -> plan
+        self._steps: dict[tuple[int, int], tuple] = {}
 
-    def steps(self, width: int, which: int) -> list[tuple[torch.nn.Module, float]]:
-        """The chain at ``width`` for K (``which`` 0) or V (1): ``[(module, multiplier), ...]``."""
-        return [(hn.layers[width][which], m) for hn, m in self.networks if width in hn.layers]
+    def steps(self, width: int, which: int) -> tuple[tuple[torch.nn.Module, float], ...]:
+        """The chain at ``width`` for K (``which`` 0) or V (1): ``((module, multiplier), ...)``."""
+        steps = self._steps.get((width, which))
+        if steps is None:
+            steps = tuple((hn.layers[width][which], m) for hn, m in self.networks if width in hn.layers)
+            self._steps[(width, which)] = steps
+        return steps
 
     @staticmethod
     def usable() -> bool:
-        """False while autograd is on: training runs the modules as they are (the callers check modes too)."""
+        """False while autograd is on: training runs the modules as they are. (Modules in train mode, autograd
+        off, also run as they are: :func:`segments_of` never counts them as affine.)"""
         return not torch.is_grad_enabled()
 
     def signature(self, width: int, which: int | None = None) -> tuple:
@@ -289,8 +297,12 @@ class FoldedProjections:
 
     def modes(self) -> list[tuple[str, ...]]:
         """The plans made so far, one tuple per projection layer: each chain segment's mode, in order."""
+        return [modes for _, modes in self.plans()]
+
+    def plans(self) -> list[tuple[int, tuple[str, ...]]]:
+        """``[(id(projection), modes), ...]`` for the projection layers planned so far (see :meth:`modes`)."""
         with self._lock:
-            return [layer.modes for layer in self._layers.values()]
+            return [(key, layer.modes) for key, layer in self._layers.items()]
 
     def project(self, projection: torch.nn.Linear, context: torch.Tensor, which: int) -> torch.Tensor:
         """``projection(chain(context))``, with the chain's affine runs collapsed or folded as planned.
@@ -300,7 +312,6 @@ class FoldedProjections:
             context: ``(..., width)``, what the chain reads.
             which: 0 for K modules, 1 for V modules.
         """
-        width = context.shape[-1]
         layer = self._plan(projection, context, which)
         x = context
         for segment, mode in zip(layer.segments, layer.modes):
@@ -314,7 +325,6 @@ class FoldedProjections:
                 x = x + F.linear(x, delta, offset)
         if layer.folded is not None:
             return F.linear(x, *layer.folded)
-        assert x.shape[-1] == width
         return projection(x)
 
     def _parts(self, segment: AffineRun, device, dtype):
