@@ -117,3 +117,39 @@ def grid(images: list[Image.Image], columns: int, scale: int = 1) -> Image.Image
         tile = image.resize((width * scale, height * scale), Image.Resampling.NEAREST) if scale > 1 else image
         sheet.paste(tile, ((i % columns) * width * scale, (i // columns) * height * scale))
     return sheet
+
+
+def write_folder(folder, count: int = 100, seed: int = 1, outline: bool = True, size: int = 64) -> list[Picture]:
+    """A training folder for the Train tab: ``NNNN.png`` pictures with their captions in ``NNNN.txt``
+    (``outline=True``: the demo hypernetwork's style). Returns what was drawn."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pictures = sample_pictures(count, seed, outline=outline)
+    for index, picture in enumerate(pictures):
+        draw(picture, size).save(folder / f"{index:04d}.png")
+        (folder / f"{index:04d}.txt").write_text(picture.caption() + "\n", encoding="utf-8")
+    return pictures
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m extension.demo.dataset",
+                                     description="Write a folder of demo pictures with captions, for training.")
+    parser.add_argument("folder")
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--filled", action="store_true", help="filled shapes (default: outlines)")
+    parser.add_argument("--size", type=int, default=64)
+    args = parser.parse_args(argv)
+    write_folder(args.folder, args.count, args.seed, outline=not args.filled, size=args.size)
+    print(f"wrote {args.count} pictures to {args.folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))

@@ -132,8 +132,16 @@ class TokenizerSpec:
         id_end = tokenizer.eos_token_id
         id_pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else id_end
         return cls(id_start=tokenizer.bos_token_id, id_end=id_end, id_pad=id_pad,
-                   comma_token=tokenizer.get_vocab().get(",</w>"),
+                   comma_token=_comma_token(tokenizer),
                    chunk_length=int(getattr(tokenizer, "model_max_length", 77) or 77) - 2)
+
+
+def _comma_token(tokenizer) -> int | None:
+    """The id of ``,</w>``: one token lookup (``get_vocab()`` would copy the whole 49408-entry vocabulary)."""
+    token_id = tokenizer.convert_tokens_to_ids(",</w>")
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    return None if token_id is None or (token_id == unknown and ",</w>" != getattr(tokenizer, "unk_token", None)) \
+        else int(token_id)
 
 
 def tokenize_prompt(tokenizer, text: str, *, comma_padding_backtrack: int = COMMA_PADDING_BACKTRACK
