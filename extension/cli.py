@@ -49,7 +49,8 @@ class ModeParser(argparse.ArgumentParser):
 # -- the modes ----------------------------------------------------------------------------------------------------
 def server_parser() -> argparse.ArgumentParser:
     parser = ModeParser(prog="launch.py", description="Serve the web UI (the default mode: no mode flag).")
-    parser.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
+    parser.add_argument("--port", type=int, default=None,
+                        help="port to serve on (default 7860; 7861 with --nowebui, as AUTOMATIC1111)")
     parser.add_argument("--listen", action="store_true", help="serve on 0.0.0.0 instead of 127.0.0.1")
     parser.add_argument("--hypernetwork-dir", type=Path, default=paths.HYPERNETWORK_DIR,
                         help="folder of hypernetwork files (default models/hypernetworks)")
@@ -64,6 +65,14 @@ def server_parser() -> argparse.ArgumentParser:
                         help="file with user:password lines (or comma-separated pairs)")
     parser.add_argument("--outdir", type=Path, default=paths.OUTPUT_DIR,
                         help="where images are saved (default outputs/)")
+    api = parser.add_argument_group("REST API (AUTOMATIC1111's /sdapi/v1, schema at /docs)")
+    api.add_argument("--api", action="store_true", help="serve the API on the same server as the UI")
+    api.add_argument("--nowebui", action="store_true", help="serve the API alone, without the UI")
+    api.add_argument("--api-auth", default=None,
+                     help='HTTP Basic for every /sdapi route: "user:password" (several separated by commas)')
+    api.add_argument("--api-auth-path", type=Path, default=None,
+                     help="file with user:password lines (or comma-separated pairs) for the API")
+    api.add_argument("--api-log", action="store_true", help="print a line for every API request")
     return parser
 
 

@@ -40,6 +40,7 @@ from .hypernetwork.attention import (KWARG, ActiveHypernetworks, attention_width
 from .infotext import format_infotext, generation_parameters, hypernet_hashes, parse_infotext
 from .prompt.tags import hypernetwork_requests, parse_prompt
 from .prompt.conditioning import Conditioning, ScheduledConditioning
+from .preview import LatentPreview
 from .samplers import DEFAULT_SAMPLER, build_scheduler, resolve_sampler
 
 MAX_SEED = 4294967294  # A1111 draws random seeds below this
@@ -284,6 +285,9 @@ def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = No
     seeds = [request.seed + i for i in range(request.n_iter * request.batch_size)]
     done = 0
     job_base = job.job_no if job is not None else 0  # a script's several generations count on in one job
+    preview = LatentPreview(pipe, request.width, request.height)
+    if job is not None:
+        job.set_preview(preview.image)  # drawn only when a progress display asks (API current_image)
 
     for batch in range(request.n_iter):
         if job is not None and job.interrupted.is_set():
@@ -296,6 +300,7 @@ def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = No
         def on_step_end(p, step, timestep, callback_kwargs, batch=batch, batch_size=len(batch_seeds)):
             nonlocal done
             done = batch * p.num_timesteps + step + 1
+            preview.update(callback_kwargs["latents"])
             if progress is not None:
                 progress(done, p.num_timesteps * request.n_iter)
             if job is not None:

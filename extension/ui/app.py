@@ -283,7 +283,8 @@ def build_app(state: AppState, configure: Callable[[Any, AppState], None] | None
     """A FastAPI app with the page mounted at ``/``; ``app.state.webui`` is ``state``, ``app.state.blocks`` the page.
 
     Routes must exist before Gradio is mounted at ``/`` (its mount catches every path), so other code
-    adds them through ``configure(app, state)`` or a script's ``app_started`` callback, both called first.
+    adds them through ``configure(app, state)`` or a script's ``app_started`` callback, both called first;
+    with ``options.api`` the REST API (:mod:`extension.api`) is added first of all.
     """
     from fastapi import FastAPI
 
@@ -294,6 +295,10 @@ def build_app(state: AppState, configure: Callable[[Any, AppState], None] | None
     app.state.webui = state
     app.state.blocks = demo
     app.state.page_ui = ui
+    if options.api:
+        from ..api import mount_api
+
+        mount_api(app, state)  # AUTOMATIC1111's /sdapi/v1, before Gradio's catch-all mount
     if configure is not None:
         configure(app, state)
     state.callbacks.call_each("app_started", state, app)
@@ -318,7 +323,14 @@ def serve(options, configure: Callable[[Any, AppState], None] | None = None) -> 
         log.info("loaded %s", model)
     except Exception as exc:  # noqa: BLE001 - the UI still starts; the dropdown can load another
         log.error("the default checkpoint did not load: %s", exc)
-    app = build_app(state, configure)
+    if options.nowebui:  # the API alone (AUTOMATIC1111's --nowebui); the page is not built
+        from ..api import api_app
+
+        app = api_app(state)
+        if configure is not None:
+            configure(app, state)
+    else:
+        app = build_app(state, configure)
     host = "0.0.0.0" if options.listen else "127.0.0.1"
     print(f"Running on local URL:  http://{'127.0.0.1' if options.listen else host}:{options.port}", flush=True)
     uvicorn.run(app, host=host, port=options.port, log_level="warning")

@@ -29,7 +29,7 @@ class ServeOptions:
     """What ``serve`` and ``build_state`` read; an ``argparse.Namespace`` with (some of) these names works too."""
 
     listen: bool = False
-    port: int = 7860
+    port: int | None = None  # None: 7860, or 7861 with nowebui (AUTOMATIC1111's ports)
     gradio_auth: str | None = None
     gradio_auth_path: Path | None = None
     hypernetwork_dir: Path = paths.HYPERNETWORK_DIR
@@ -44,6 +44,16 @@ class ServeOptions:
     style_css: Path = paths.STYLE_CSS
     # Use the random-weight demo model even when the trained one exists (tests; also $SD_WEBUI_DEMO_RANDOM=1).
     demo_random: bool = False
+    # The REST API (extension/api): on the UI's server with api, alone with nowebui; HTTP Basic with api_auth.
+    api: bool = False
+    nowebui: bool = False
+    api_auth: str | None = None
+    api_auth_path: Path | None = None
+    api_log: bool = False
+
+    def __post_init__(self):
+        if self.port is None:
+            self.port = 7861 if self.nowebui else 7860
 
     @classmethod
     def from_namespace(cls, options: Any) -> "ServeOptions":
@@ -178,7 +188,7 @@ class AppState:
         return request, messages
 
     def generate(self, request, progress: Callable[[int, int], None] | None = None, *, job_no: int | None = None,
-                 hooks: bool = True, source: str = "") -> Txt2ImgResult:
+                 hooks: bool = True, source: str = "", save: bool | None = None) -> Txt2ImgResult:
         """One txt2img call through :mod:`extension.processing`, as a job on the device.
 
         It runs inside the job the calling thread already runs (a script making several generations for one
@@ -193,6 +203,7 @@ class AppState:
             job_no: within a running job, which of its units this generation is.
             hooks: run the scripts' ``before_generate``/``after_generate`` callbacks.
             source: who asks (``"ui"``, ``"api"``), for displays.
+            save: write the images under the output folder (None: as the ``samples_save`` setting says).
         """
         from .. import processing
 
@@ -203,7 +214,10 @@ class AppState:
             messages: list[str] = []
             if hooks:
                 request, messages = self.run_before_generate(request)
-            result = processing.txt2img(request, model, self.library, outdir=self.outdir, progress=progress, job=job)
+            if save is None:
+                save = bool(self.settings.get("samples_save", True))
+            result = processing.txt2img(request, model, self.library, outdir=self.outdir if save else None,
+                                        progress=progress, job=job)
             result.messages[:0] = messages
             if job.interrupted.is_set():
                 result.interrupted = True
@@ -284,7 +298,9 @@ def build_state(options: Any, models=None, library: HypernetworkLibrary | None =
     models = models if models is not None else make_model_manager(options)
     settings = Settings(options.ui_settings_file)
     state = AppState(options, library, models, callbacks, settings)
-    for spec in callbacks.collect("settings", state):
+    from ..api.options import setting_specs  # AUTOMATIC1111's options that act here (Settings tab and API)
+
+    for spec in [*setting_specs(), *callbacks.collect("settings", state)]:
         settings.register(spec)
     return state
 
