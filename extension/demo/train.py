@@ -28,7 +28,6 @@ import torch.nn.functional as F
 
 from ..checkpoints.device import resolve_device
 from . import architecture, dataset
-from ..hypernetwork.attention import hypernetworks_applied
 
 MIN_SNR_GAMMA = 5.0
 CAPTION_DROP = 0.10        # empty caption: teaches the unconditional prediction for guidance
@@ -306,53 +305,44 @@ def train_demo_model(outdir, steps: int = 3000, seed: int = 0, device: str | Non
 
 
 # -- hypernetwork ------------------------------------------------------------------------------------------------
-def train_demo_hypernetwork(model_dir, out_path, steps: int = 3000, seed: int = 1, device: str | None = None, *,
-                            batch_size: int = 128, dataset_size: int = 20000, learning_rate: float = 2e-3,
-                            workers: int | None = None, log: Callable[[str], None] = print):
+def train_demo_hypernetwork(model_dir, out_path, steps: int = 1500, seed: int = 1, device: str | None = None, *,
+                            batch_size: int = 16, dataset_size: int = 100, learning_rate: str = "5e-3",
+                            log: Callable[[str], None] = print):
     """Train the demo hypernetwork (outlined shapes) on the frozen model in ``model_dir``; save to ``out_path``.
 
-    A ``[1, 2, 1]`` ReLU network with modules for every attention width of the demo model, applied as
-    AUTOMATIC1111 does, through the project's attention processor. Returns the ``Hypernetwork``.
+    A client of :mod:`extension.training`, as a user of the Train tab is: it writes ``dataset_size`` outlined
+    pictures with their captions to a folder, creates a ``[1, 2, 1]`` ReLU network with modules for every
+    attention width of the demo model, and trains it with :func:`extension.training.train_hypernetwork`
+    (template ``filewords.txt``: the captions alone, in the demo model's words). Returns the ``Hypernetwork``.
     """
-    from ..hypernetwork import Hypernetwork
-    from .pretrained import load_pipeline
+    import tempfile
+
+    from ..hypernetwork import load_hypernetwork
+    from ..library import HypernetworkLibrary
+    from ..training import TrainingConfig, create_hypernetwork, train_hypernetwork
+    from .pretrained import load_model
 
     dev = resolve_device(device)
     say = _Log(log)
-    workers = workers or max(1, min(16, os.cpu_count() or 1))
-    generator = torch.Generator(dev).manual_seed(seed)
-    pipe = load_pipeline(model_dir, device=dev)
-    unet, vae, text_encoder = pipe.unet, pipe.vae, pipe.text_encoder
-    for model in (unet, vae, text_encoder):
-        model.eval().requires_grad_(False)
-
-    images_np, pictures = render_images(dataset_size, seed, outline=True, workers=workers)
-    images = torch.from_numpy(images_np).to(dev)
-    full, short, empty = (t.to(dev) for t in tokenize_captions(pictures))
-    mean, std = encode(vae, images)
-    say(f"drew and encoded {len(images)} outlined pictures; device {dev}")
-
-    torch.manual_seed(seed)
-    network = Hypernetwork(HYPERNETWORK_NAME, enable_sizes=list(architecture.ATTENTION_WIDTHS),
-                           layer_structure=[1, 2, 1], activation_func="relu", weight_init="Normal")
-    network.sd_checkpoint_name = HYPERNETWORK_CHECKPOINT_NAME
-    network.to(dev).train()
-    parameters = network.weights()
-    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(steps, min(100, steps // 10 + 1)))
-    scheduler = _noise_scheduler()
-    running = None
-    with hypernetworks_applied(unet, [(network, 1.0)]):
-        for step in range(steps):
-            loss = _optimization_step(unet, text_encoder, (mean, std), (full, short, empty), batch_size, scheduler,
-                                      generator, optimizer, schedule, parameters)
-            running = _smooth(running, loss, 0.99)
-            if (step + 1) % 500 == 0 or step + 1 == steps:
-                say(f"hypernetwork step {step + 1}/{steps}: loss {running.item():.4f}")
-    network.eval().to("cpu")
-    network.step = steps
-    network.optional_info = (f"Draws the demo model's shapes as thick outlines. Trained {steps} steps, seed {seed}, "
-                             f"batch {batch_size}, {say.elapsed():.0f} s on {dev.type}.")
+    out_path = Path(out_path)
+    library = HypernetworkLibrary(out_path.parent)
+    model = load_model(dev, torch.float32, Path(model_dir))
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset.write_folder(Path(tmp) / "pictures", dataset_size, seed, outline=True)
+        say(f"drew {dataset_size} outlined pictures; device {dev}")
+        torch.manual_seed(seed)
+        create_hypernetwork(out_path.stem, library, sizes=list(architecture.ATTENTION_WIDTHS), activation_func="relu",
+                            overwrite=True, file_format="pt" if out_path.suffix == ".pt" else "safetensors")
+        config = TrainingConfig(hypernetwork_name=out_path.stem, learn_rate=learning_rate, batch_size=batch_size,
+                                data_root=str(Path(tmp) / "pictures"), log_directory=str(Path(tmp) / "log"),
+                                steps=steps, template_filename="filewords.txt", create_image_every=0,
+                                save_hypernetwork_every=0, seed=seed)
+        result = train_hypernetwork(config, model, library)
+    say(result.message)
+    network = load_hypernetwork(out_path)
+    network.optional_info = (f"Draws the demo model's shapes as thick outlines. Trained {result.step} steps on "
+                             f"{dataset_size} pictures, seed {seed}, batch {batch_size}, learning rate "
+                             f"{learning_rate}, {say.elapsed():.0f} s on {dev.type}.")
     network.save(out_path)
     say(f"saved {out_path}")
     return network
@@ -374,9 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also train the demo hypernetwork on the new model and save it here")
     parser.add_argument("--skip-model", action="store_true",
                         help="do not train the model: train only the hypernetwork on the model already in OUTDIR")
-    parser.add_argument("--hypernetwork-steps", type=int, default=3000)
-    parser.add_argument("--hypernetwork-batch-size", type=int, default=128)
-    parser.add_argument("--hypernetwork-dataset-size", type=int, default=10000)
+    parser.add_argument("--hypernetwork-steps", type=int, default=1500)
+    parser.add_argument("--hypernetwork-batch-size", type=int, default=16)
+    parser.add_argument("--hypernetwork-dataset-size", type=int, default=100)
+    parser.add_argument("--hypernetwork-learning-rate", default="5e-3")
     parser.add_argument("--hypernetwork-seed", type=int, default=1)
     return parser
 
@@ -396,7 +387,8 @@ def main(argv: list[str]) -> int:
         network = train_demo_hypernetwork(args.outdir, args.hypernetwork, steps=args.hypernetwork_steps,
                                           seed=args.hypernetwork_seed, device=args.device,
                                           batch_size=args.hypernetwork_batch_size,
-                                          dataset_size=args.hypernetwork_dataset_size)
+                                          dataset_size=args.hypernetwork_dataset_size,
+                                          learning_rate=args.hypernetwork_learning_rate)
         write_card(load_pipeline(args.outdir), network, args.hypernetwork)
     return 0
 
