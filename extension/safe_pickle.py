@@ -95,19 +95,63 @@ def load(source, *, allowed_globals: Iterable = (), max_unpacked: int | None = N
         with torch.serialization.safe_globals(list(allowed_globals)):
             return torch.load(stream, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if "Weights only load failed" in text or "Unsupported global" in text or "GLOBAL" in text:
-            detail = next((line.strip() for line in text.splitlines() if "global" in line.lower()), "")
-            raise PickleRefused("refused to load: the file's pickle asks to build objects other than plain "
-                                "containers and tensors (it could run code); nothing in it was executed"
-                                + (f" ({detail[:300]})" if detail else "")) from exc
-        raise PickleUnreadable(f"not a readable PyTorch file ({text[:300]})") from exc
+        names = foreign_globals(source)
+        if names is None:
+            raise PickleUnreadable("the file is truncated or corrupt (its pickle cannot be read)") from exc
+        if names:
+            raise PickleRefused(f"refused to load: the file's pickle asks to build {', '.join(names[:5])}, not "
+                                "plain containers and tensors (it could run code); nothing in it was executed") \
+                from exc
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = next((line for line in lines if line.startswith("Unsupported")), "an unsupported instruction")
+        raise PickleUnreadable(f"not a readable PyTorch file: its pickle uses what the safe loader does not read "
+                               f"({detail[:200]}); PyTorch's own files never do") from exc
     except (EOFError, zipfile.BadZipFile, struct.error) as exc:
         raise PickleUnreadable(f"the file is truncated or corrupt ({type(exc).__name__}: {exc})") from exc
     except (RuntimeError, ValueError, OSError, MemoryError) as exc:
         raise PickleUnreadable(f"the file is truncated or corrupt ({str(exc)[:300]})") from exc
     except Exception as exc:  # any other failure of a malformed file is still the file's fault
         raise PickleUnreadable(f"not a readable PyTorch file ({type(exc).__name__}: {str(exc)[:300]})") from exc
+
+
+_SAFE_MODULES = ("torch", "collections", "_codecs", "numpy")
+_STRING_OPS = ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8", "SHORT_BINSTRING", "BINSTRING", "STRING")
+
+
+def foreign_globals(source) -> list[str] | None:
+    """The globals a pickle names outside torch and plain containers (what would run code), read with
+    ``pickletools`` without executing anything; None when the pickle cannot be parsed at all.
+
+    Zip-format files are read member ``*/data.pkl``; other files as a sequence of pickles (the legacy format).
+    """
+    import pickletools
+
+    data = source if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+            info = archive.getinfo(member) if member else None
+            if info is None or info.file_size > (64 << 20):
+                return None
+            data = archive.read(member)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error):
+        pass
+    found: list[str] = []
+    strings: list[str] = []
+    stream = io.BytesIO(data)
+    try:
+        while stream.tell() < len(data):
+            for opcode, arg, _ in pickletools.genops(stream):
+                if opcode.name in _STRING_OPS:
+                    strings.append(str(arg))
+                elif opcode.name in ("GLOBAL", "INST"):
+                    found.append(str(arg).replace(" ", "."))
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+    except Exception:  # noqa: BLE001 - any parse failure means "not a readable pickle"
+        if not found:
+            return None
+    return [name for name in dict.fromkeys(found) if name.split(".", 1)[0] not in _SAFE_MODULES]
 
 
 # -- writing ---------------------------------------------------------------------------------------------------
