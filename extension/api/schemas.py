@@ -26,11 +26,9 @@ class Request(BaseModel):
         return data
 
 
-class Txt2ImgRequest(Request):
+class StableDiffusionProcessingTxt2Img(Request):
     """``POST /sdapi/v1/txt2img``: every field of AUTOMATIC1111's ``StableDiffusionProcessingTxt2Img`` and the
-    API's extras, with its defaults."""
-
-    model_config = ConfigDict(extra="allow", title="StableDiffusionProcessingTxt2Img")
+    API's extras, with its defaults (the schema keeps AUTOMATIC1111's model name)."""
 
     prompt: str = ""
     negative_prompt: str = ""
@@ -89,6 +87,9 @@ class Txt2ImgRequest(Request):
     save_images: bool = False
     alwayson_scripts: dict[str, Any] = {}
     infotext: Optional[str] = None
+
+
+Txt2ImgRequest = StableDiffusionProcessingTxt2Img
 
 
 class TextToImageResponse(BaseModel):
