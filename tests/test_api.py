@@ -586,3 +586,33 @@ def test_nowebui_port_defaults_to_7861():
     assert ServeOptions.from_namespace(server_parser().parse_args(["--nowebui"])).port == 7861
     assert ServeOptions.from_namespace(server_parser().parse_args([])).port == 7860
     assert ServeOptions.from_namespace(server_parser().parse_args(["--nowebui", "--port", "9000"])).port == 9000
+
+
+def test_queue_status_line():
+    """The UI's status line under Generate, from the job runner the API shares."""
+    import threading
+    from types import SimpleNamespace
+
+    from extension.jobs import JobRunner
+    from extension.ui.txt2img import queue_status
+
+    ctx = SimpleNamespace(jobs=JobRunner())
+    assert queue_status(ctx) == "idle"
+    with ctx.jobs.job("txt2img", job_count=1, source="api") as job:
+        job.update(3, 20)
+        waiter = threading.Thread(target=lambda: _run_job(ctx.jobs))
+        waiter.start()
+        deadline = time.monotonic() + 30
+        while len(ctx.jobs.waiting()) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert queue_status(ctx) == "busy: txt2img from the API, step 3/20; 1 waiting"
+        job.update(2, 4, job_no=1)
+        job.job_count = 3
+        assert queue_status(ctx) == "busy: txt2img from the API, image 2/3, step 2/4; 1 waiting"
+    waiter.join(timeout=30)
+    assert queue_status(ctx) == "idle"
+
+
+def _run_job(jobs):
+    with jobs.job("txt2img", source="ui"):
+        pass

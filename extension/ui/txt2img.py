@@ -64,6 +64,37 @@ def messages_html(messages: list[str], kind: str = "warning") -> str:
     return f'<div class="txt2img-messages txt2img-messages-{kind}"><ul>{items}</ul></div>'
 
 
+SOURCES = {"api": "the API", "ui": "the UI", "cli": "the command line"}
+
+
+def queue_status(ctx) -> str:
+    """One line on the device's job runner: what runs, who asked, how far it is, and how many wait.
+
+    ``"busy: txt2img from the API, step 3/20; 1 waiting"``, ``"idle"``.
+    """
+    snapshot = ctx.jobs.progress()
+    waiting = f"; {snapshot.waiting} waiting" if snapshot.waiting else ""
+    if not snapshot.active:
+        return "idle" + waiting
+    source = SOURCES.get(snapshot.source, snapshot.source or "an unknown caller")
+    parts = [f"busy: {snapshot.job} from {source}"]
+    if snapshot.sampling_steps:
+        if snapshot.job_count > 1:
+            parts.append(f"image {snapshot.job_no + 1}/{snapshot.job_count}")
+        parts.append(f"step {snapshot.sampling_step}/{snapshot.sampling_steps}")
+    elif snapshot.job_count > 1:
+        parts.append(f"{snapshot.job_no}/{snapshot.job_count}")
+    if snapshot.interrupted:
+        parts.append("interrupting")
+    return ", ".join(parts) + waiting
+
+
+def queue_status_html(ctx) -> str:
+    text = queue_status(ctx)
+    kind = "idle" if text.startswith("idle") else "busy"
+    return f'<div class="queue-status queue-status-{kind}">{html.escape(text)}</div>'
+
+
 def make_request(**values):
     """The :class:`extension.processing.Txt2ImgRequest` for the UI's values."""
     from ..processing import Txt2ImgRequest
@@ -166,6 +197,9 @@ def build_txt2img_tab(ctx: AppState, ui: PageUI, model_info: dict) -> None:
             with gr.Row():
                 ui.interrupt = gr.Button("Interrupt", variant="stop", elem_id="txt2img_interrupt", min_width=60)
                 ui.skip = gr.Button("Skip", elem_id="txt2img_skip", min_width=60)
+            # the device's line, whoever uses it (this page, other pages, the REST API, training)
+            queue_status = gr.HTML(queue_status_html(ctx), elem_id="txt2img_queue_status", js_on_load=None)
+            queue_timer = gr.Timer(1.0)
     with gr.Accordion("Demo model: the words it knows", open=True, visible=model_info.get("demo", False),
                       elem_id="txt2img_demo_hint") as demo_hint:
         gr.Markdown(model_info.get("demo_text", ""), elem_id="txt2img_demo_text")
@@ -275,6 +309,8 @@ def build_txt2img_tab(ctx: AppState, ui: PageUI, model_info: dict) -> None:
                                      concurrency_id="gpu", show_progress="full",
                                      show_progress_on=[ui.gallery])
     ui.interrupt.click(lambda: ctx.interrupt() and None, None, None, queue=False, api_visibility="private")
+    queue_timer.tick(lambda: queue_status_html(ctx), None, [queue_status], api_name="queue_status", queue=False,
+                     show_progress="hidden")
     ui.skip.click(lambda: ctx.skip() and None, None, None, queue=False, api_visibility="private")
 
     def on_select(result, evt: gr.SelectData):
