@@ -616,3 +616,20 @@ def test_queue_status_line():
 def _run_job(jobs):
     with jobs.job("txt2img", source="ui"):
         pass
+
+
+def test_readme_webuiapi_example(server, client, folders):
+    """The README's webuiapi example runs as written against a server with a network called "demo"."""
+    from conftest import ROOT
+
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## REST API", 1)[1]
+    block = re.search(r"```py\n(.*?)```", section, flags=re.S).group(1)
+    assert "port=7860" in block
+    demo = folders["hypernetworks"] / "demo.pt"
+    shutil.copyfile(folders["hypernetworks"] / f"{NETWORK}.pt", demo)
+    client.custom_post("sdapi/v1/refresh-hypernetworks")
+    try:
+        exec(compile(block.replace("port=7860", f"port={server.port}"), "README.md", "exec"), {"__name__": "readme"})
+    finally:
+        demo.unlink()
+        client.custom_post("sdapi/v1/refresh-hypernetworks")
