@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import ROOT
 from extension.errors import HypernetworkError
 from extension.hypernetwork import Hypernetwork, HypernetworkModule, activation_classes, parse_dropout_structure
 
@@ -122,3 +123,16 @@ def test_for_inference_leaves_the_shared_network_alone():
     with torch.no_grad():
         hn.layers[16][0].linear[0].weight.add_(1.0)  # weights changed (training): a fresh copy
     assert hn.for_inference("meta") is not bf16_meta
+
+
+def test_listing_the_activations_draws_nothing_from_the_global_generator():
+    """A seeded init gives the same network whether or not the activation table was built before."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; sys.path.insert(0, '.'); torch.manual_seed(3); "
+            "from extension.hypernetwork.config import activation_classes; activation_classes(); "
+            "print(torch.rand(1).item())")
+    drawn = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    torch.manual_seed(3)
+    assert float(drawn.stdout.strip().splitlines()[-1]) == torch.rand(1).item(), drawn.stderr

@@ -314,3 +314,37 @@ def test_jobs_and_threads(model, dataset, tmp_path):
         order.append("txt2img")
     thread.join(60)
     assert order == ["train", "txt2img"]
+
+
+def test_the_pinned_text_context_gives_the_gradients_of_the_per_layer_transform():
+    """Training transforms the text context once per step (outside checkpointed blocks): same gradients as
+    transforming it in every layer, with and without gradient checkpointing."""
+    from builders import make_hypernetwork
+    from extension.demo.architecture import ATTENTION_WIDTHS, CROSS_ATTENTION_DIM, build_components
+    from extension.hypernetwork.attention import ActiveHypernetworks, install_hypernetwork_processors
+
+    unet, _, _ = build_components(0)
+    unet.requires_grad_(False)
+    install_hypernetwork_processors(unet)
+    network = make_hypernetwork("g", ATTENTION_WIDTHS, seed=4).train()
+    generator = torch.Generator().manual_seed(0)
+    sample, context = torch.randn(2, 4, 8, 8, generator=generator), torch.randn(2, 77, CROSS_ATTENTION_DIM,
+                                                                                  generator=generator)
+
+    def grads(pin: bool, checkpointing: bool):
+        unet.enable_gradient_checkpointing() if checkpointing else unet.disable_gradient_checkpointing()
+        for p in network.weights():
+            p.grad = None
+        active = ActiveHypernetworks([(network, 1.0)])
+        if pin:
+            active.pin(context)
+        unet(sample, torch.tensor([300, 700]), context, cross_attention_kwargs={"hypernetworks": active}
+             ).sample.square().mean().backward()
+        return [p.grad.clone() for p in network.weights()]
+
+    reference = grads(pin=False, checkpointing=False)
+    assert any(g.abs().sum() > 0 for g in reference)
+    for pin, checkpointing in ((True, False), (True, True), (False, True)):
+        for a, b in zip(reference, grads(pin, checkpointing)):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    unet.disable_gradient_checkpointing()

@@ -67,6 +67,7 @@ class ActiveHypernetworks:
         self.networks: tuple[tuple[Hypernetwork, float], ...] = tuple((hn, float(m)) for hn, m in networks)
         self._widths = frozenset(width for hn, m in self.networks if m != 0 for width in hn.layers)
         self._contexts: dict[int, tuple[torch.Tensor, int | None, torch.Tensor, torch.Tensor]] = {}
+        self._pinned: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.folds = FoldedProjections(self.networks, expected_calls)
 
     def __bool__(self) -> bool:
@@ -100,9 +101,22 @@ class ActiveHypernetworks:
             return attn.to_k(context_k), attn.to_v(context_v)
         return self.folds.project(attn.to_k, context, 0), self.folds.project(attn.to_v, context, 1)
 
+    def pin(self, context: torch.Tensor) -> None:
+        """Transform the text ``context`` now, with autograd as it is, and let every cross-attention layer of the
+        coming UNet call use the result (:meth:`transform_cached` finds it by identity).
+
+        For training: one forward pass then builds the network's graph for the text context once instead of
+        once per layer, and outside any gradient-checkpointed block, so a block's recomputation in the backward
+        pass sees the very tensors the forward pass saw. Make a fresh object per step.
+        """
+        self._pinned[id(context)] = (context, *self.transform(context))
+
     def transform_cached(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`transform`, memoised by tensor identity while autograd is off (and while the modules' weights
-        and modes stay as they were)."""
+        and modes stay as they were); a context :meth:`pin` transformed is found whatever autograd's state."""
+        pinned = self._pinned.get(id(context))
+        if pinned is not None and pinned[0] is context:
+            return pinned[1], pinned[2]
         if torch.is_grad_enabled():
             return self.transform(context)
         version = (_version(context), self.folds.signature(context.shape[-1]))

@@ -54,8 +54,8 @@ def _activation_table() -> Mapping[str, type[torch.nn.Module]]:
             continue
         if cls.__module__ != activation_module.__name__ or cls_name.lower() in classes:
             continue
-        try:
-            with warnings.catch_warnings():
+        try:  # the probe must not draw from the global random generator (RReLU does)
+            with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
                 warnings.simplefilter("ignore")
                 keeps_width = cls()(probe).shape == probe.shape
         except Exception:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..hypernetwork import Hypernetwork
-from ..hypernetwork.attention import KWARG
+from ..hypernetwork.attention import KWARG, ActiveHypernetworks
 from ..prompt.conditioning import encode_texts
 from . import checkpoints
 from .config import TrainingConfig
@@ -48,8 +48,10 @@ class Trainee(torch.nn.Module):
         self.__dict__["unet"] = unet
 
     def forward(self, noisy, timesteps, context, added_cond_kwargs=None):
+        active = ActiveHypernetworks([(self.network, 1.0)], expected_calls=1)
+        active.pin(context)  # the text context's K/V transform: once per step, not once per layer
         return self.unet(noisy, timesteps, encoder_hidden_states=context, added_cond_kwargs=added_cond_kwargs,
-                         cross_attention_kwargs={KWARG: [(self.network, 1.0)]}).sample
+                         cross_attention_kwargs={KWARG: active}).sample
 
 
 @dataclasses.dataclass
