@@ -262,6 +262,15 @@ def test_sampler_index_scheduler_names_and_unknown_fields(server):
     assert info["sampler_name"] == "Euler a" and any("DPM fast" in m for m in info["messages"])
 
 
+def test_script_name_runs_a_txt2img_script(server):
+    answer, info = txt2img(server, script_name="Hypernetwork strength comparison", script_args=[[NETWORK], "0, 1"])
+    grid, *cells = [pixels(image) for image in answer["images"]]
+    assert len(cells) == 2 and all(cell.shape == (32, 32, 3) for cell in cells)
+    assert grid.shape[0] > 32 and grid.shape[1] > 64  # the labelled grid comes first, as A1111's scripts do
+    assert not np.array_equal(cells[0], cells[1])  # multiplier 0, then 1
+    assert "Script: " in info["infotexts"][0] and len(info["all_seeds"]) == 3
+
+
 def test_send_images_and_save_images(server):
     folder = server.outdir / "txt2img-images"
     saved = lambda: sorted(folder.rglob("*.png")) if folder.is_dir() else []  # noqa: E731
@@ -431,6 +440,9 @@ BAD_TXT2IMG = [
     ({"override_settings": {"sd_hypernetwork": "no_such_net"}}, 404, "unknown hypernetwork 'no_such_net'"),
     ({"prompt": "a cat <hypernet:../../../etc/passwd:1>"}, 422, "outside the hypernetworks folder"),
     ({"script_name": "no such script"}, 404, "no txt2img script 'no such script'"),
+    ({"script_name": "Hypernetwork strength comparison", "script_args": [[NETWORK], "0, lots"]}, 422,
+     "multiplier 'lots' is not a number"),
+    ({"script_name": "hypernetwork strength comparison", "script_args": []}, 422, "script_args do not fit"),
 ]
 
 
@@ -444,6 +456,7 @@ def test_bad_txt2img_requests(server, change, status, message):
 BAD_OTHERS = [
     ("options", {"sd_model_checkpoint": "nope [0123456789]"}, 404, "'nope [0123456789]' not found"),
     ("options", {"CLIP_stop_at_last_layers": "many"}, 422, "not a number"),
+    ("options", {"extra_networks_default_multiplier": "nan"}, 422, "not a finite number"),
     ("options", {"samples_format": "jpg"}, 422, "only png"),
     ("options", {"send_seed": "sometimes"}, 422, "send_seed"),
     ("options", ["not", "an", "object"], 422, "Input should be a valid dictionary"),

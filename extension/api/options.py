@@ -17,6 +17,7 @@ Unknown keys are kept and returned, as AUTOMATIC1111 keeps them.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -157,8 +158,11 @@ def spec_value(ctx, spec: SettingSpec, value: Any) -> Any:
         converted = spec.coerce(value)
     except ValueError as exc:
         raise OptionError(f"option {spec.key}: {exc}") from None
-    if spec.component in ("slider", "number") and isinstance(value, bool):
-        raise OptionError(f"option {spec.key}: {value!r} is not a number")
+    if spec.component in ("slider", "number"):
+        if isinstance(value, bool):
+            raise OptionError(f"option {spec.key}: {value!r} is not a number")
+        if not math.isfinite(converted):
+            raise OptionError(f"option {spec.key}: {value!r} is not a finite number")
     if spec.component == "dropdown" and spec.choices is not None:
         choices = spec.choices(ctx) if callable(spec.choices) else spec.choices
         if converted not in list(choices or []):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import inspect
 import io
 import json
 import logging
@@ -277,9 +278,17 @@ def run_txt2img(ctx, body: schemas.Txt2ImgRequest, plan: Txt2ImgPlan):
             request = dataclasses.replace(plan.request, clip_skip=int(ctx.settings.get(opts.CLIP_SKIP, 1) or 1))
             if plan.script is not None:
                 try:
-                    result = plan.script.run(ctx, request, *body.script_args, progress=None)
+                    inspect.signature(plan.script.run).bind(ctx, request, *body.script_args, progress=None)
                 except TypeError as exc:
                     raise ApiError(422, f"script_args do not fit script {body.script_name!r}: {exc}") from None
+                saving = ctx.settings.get(opts.SAMPLES_SAVE)  # the script's generations save as save_images says
+                ctx.settings.update({opts.SAMPLES_SAVE: bool(body.save_images)}, save=False)
+                try:
+                    result = plan.script.run(ctx, request, *body.script_args, progress=None)
+                except ValueError as exc:  # what a script says of its arguments (a bad multiplier list, ...)
+                    raise ApiError(422, f"script {body.script_name!r}: {exc}") from None
+                finally:
+                    ctx.settings.update({opts.SAMPLES_SAVE: saving}, save=False)
             else:
                 result = ctx.generate(request, source="api", save=bool(body.save_images))
             model = ctx.loaded_model()
@@ -296,6 +305,8 @@ def processed_info(body: schemas.Txt2ImgRequest, plan: Txt2ImgPlan, result, mode
     request = result.request or plan.request
     count = request.n_iter * request.batch_size
     seeds = [request.seed + i for i in range(count)] if request.seed >= 0 else list(result.seeds)
+    if plan.script is not None:  # a script decides how many images (and seeds) it makes
+        seeds = list(result.seeds)
     infotexts = list(result.infotexts)
     return {
         "prompt": request.prompt,
