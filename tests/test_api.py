@@ -646,3 +646,17 @@ def test_readme_webuiapi_example(server, client, folders):
     finally:
         demo.unlink()
         client.custom_post("sdapi/v1/refresh-hypernetworks")
+
+
+def test_api_auth_flags_parse(tmp_path):
+    from extension.api.auth import api_credentials
+
+    users = tmp_path / "users.txt"
+    users.write_text("# API users\ncarol:sea:shell\n\ndave:one, erin:two\n", encoding="utf-8")
+    assert api_credentials("alice:wonder", users) == {"alice": "wonder", "carol": "sea:shell", "dave": "one",
+                                                      "erin": "two"}
+    assert api_credentials(None, None) == {}
+    with pytest.raises(SystemExit, match="'nopassword' is not user:password"):
+        api_credentials("nopassword")
+    with pytest.raises(SystemExit, match="cannot read"):
+        api_credentials(None, tmp_path / "missing.txt")
