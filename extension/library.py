@@ -86,33 +86,62 @@ class RefreshReport:
     removed: tuple[str, ...]
 
 
+def _inside(path: Path, root_real: Path) -> bool:
+    """Whether ``path`` (in the folder as listed) is, once its links are resolved, still inside the folder."""
+    try:
+        return path.resolve(strict=True).is_relative_to(root_real)
+    except (OSError, RuntimeError):  # dangling, a loop, unreadable
+        return False
+
+
 def _scan(root: Path) -> list[LibraryEntry]:
-    """Every hypernetwork file under ``root`` (recursive, symlinks never followed out of the folder)."""
+    """Every hypernetwork file under ``root`` (recursive). Links are never followed out of the folder: a file,
+    preview or description that is a link to something outside it (or to nothing) is left out, unread."""
     found = []
     root_real = root.resolve()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        present = set(filenames)
+        here = Path(dirpath)
+        links = {name for name in filenames if (here / name).is_symlink()}
+        present = {name for name in filenames if name not in links or _inside(here / name, root_real)}
         for filename in filenames:
             stem, suffix = os.path.splitext(filename)
-            if suffix.lower() not in SUFFIXES or filename.startswith(".") or stem == "None":
+            if suffix.lower() not in SUFFIXES or filename.startswith(".") or stem == "None" or filename not in present:
                 continue
-            path = Path(dirpath) / filename
+            path = here / filename
+            rel_path = path.relative_to(root).as_posix()
+            if not _utf8(rel_path):  # a name that cannot be shown, sent as JSON or typed in a prompt
+                continue
             try:
-                if path.is_symlink() and not path.resolve().is_relative_to(root_real):
-                    continue
                 stat = path.stat()
             except OSError:
                 continue
-            preview = next((Path(dirpath) / f"{stem}{mid}.{ext}" for mid in ("", ".preview")
+            if not stat_is_file(stat):
+                continue
+            preview = next((here / f"{stem}{mid}.{ext}" for mid in ("", ".preview")
                             for ext in PREVIEW_EXTENSIONS if f"{stem}{mid}.{ext}" in present), None)
-            description = next((Path(dirpath) / f"{stem}{ext}" for ext in (".txt", ".description.txt", ".json")
+            description = next((here / f"{stem}{ext}" for ext in (".txt", ".description.txt", ".json")
                                 if f"{stem}{ext}" in present), None)
             found.append(LibraryEntry(
-                name=stem, path=path, rel_path=path.relative_to(root).as_posix(), size=stat.st_size,
+                name=stem, path=path, rel_path=rel_path, size=stat.st_size,
                 mtime=stat.st_mtime, ctime=stat.st_ctime, preview=preview, description_path=description,
                 mtime_ns=stat.st_mtime_ns, inode=stat.st_ino))
     return _unique_names(found)
+
+
+def stat_is_file(stat: os.stat_result) -> bool:
+    import stat as stat_module
+
+    return stat_module.S_ISREG(stat.st_mode)
+
+
+def _utf8(name: str) -> bool:
+    """Whether a file name (as the OS gave it, undecodable bytes as surrogates) is valid UTF-8."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _unique_names(entries: list[LibraryEntry]) -> list[LibraryEntry]:
@@ -194,6 +223,7 @@ class HypernetworkLibrary:
         if cached is not None:
             return cached
         try:
+            self._check_inside(entry)
             info, error = read_info(entry.path), None
         except HypernetworkError as exc:
             info, error = None, exc.message
@@ -252,12 +282,19 @@ class HypernetworkLibrary:
             if network is not None:
                 self._loaded.move_to_end(entry.identity)
                 return network
+            self._check_inside(entry)
             network = load_hypernetwork(entry.path)
             self._hashes.setdefault(entry.identity, network.sha256)
             self._loaded[entry.identity] = network
             while len(self._loaded) > self.max_loaded:
                 self._loaded.popitem(last=False)
             return network
+
+    def _check_inside(self, entry: LibraryEntry) -> None:
+        """Refuse to open ``entry`` if, since the scan, it became a link out of the folder."""
+        if entry.path.is_symlink() and not _inside(entry.path, self.root):
+            raise HypernetworkError("the file is now a link to something outside the hypernetworks folder; "
+                                    "it was not read", entry.path)
 
     def unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(name, self.names(), n=3)

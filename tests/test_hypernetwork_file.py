@@ -194,6 +194,9 @@ def test_each_bad_file_gets_its_own_clear_error(tmp_path):
         with pytest.raises(HypernetworkError, match=message) as excinfo:
             load_hypernetwork(path)
         assert str(path) in str(excinfo.value), name
+        if name == "nan.pt":  # a listing reads no weights (headers and pickles only): values are checked on load
+            assert read_info(path).sizes == (16,)
+            continue
         with pytest.raises(HypernetworkError, match=message):
             read_info(path)
     with pytest.raises(NotAHypernetworkError):

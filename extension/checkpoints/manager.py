@@ -73,8 +73,26 @@ class CheckpointInfo:
         return self.sha256[:10] if self.sha256 else None
 
 
+def _inside(path: Path, root_real: Path) -> bool:
+    """Whether ``path`` is, once its links are resolved, inside ``root_real`` (False: dangling, a loop)."""
+    try:
+        return path.resolve(strict=True).is_relative_to(root_real)
+    except (OSError, RuntimeError):
+        return False
+
+
 def _folder_has_weights(folder: Path) -> bool:
-    return any(p.suffix in WEIGHT_SUFFIXES for p in folder.rglob("*") if p.is_file())
+    root = folder.resolve()
+    return any(p.suffix in WEIGHT_SUFFIXES for p in folder.rglob("*")
+               if p.is_file() and (not p.is_symlink() or _inside(p, root)))
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class LoadedModel:
@@ -188,7 +206,10 @@ class ModelManager:
                               mtime=key[2] / 1e9, sha256=sha, config=config)
 
     def list_checkpoints(self) -> list[CheckpointInfo]:
-        """Every ``*.safetensors``/``*.ckpt`` and diffusers folder under the checkpoints folder (rescanned)."""
+        """Every ``*.safetensors``/``*.ckpt`` and diffusers folder under the checkpoints folder (rescanned).
+
+        Only the directory is read (names, sizes, times). Links are never followed out of the folder: a file
+        that links outside it (or to nothing) is not listed, a linked folder is not entered."""
         found: list[CheckpointInfo] = []
         if not self.ckpt_dir.is_dir():
             return found
@@ -202,7 +223,11 @@ class ModelManager:
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in files:
                 path = here / name
-                if path.suffix.lower() in SINGLE_FILE_SUFFIXES and not name.startswith(".") and path.is_file():
+                if path.suffix.lower() not in SINGLE_FILE_SUFFIXES or name.startswith(".") or not _utf8(name):
+                    continue
+                if path.is_symlink() and not _inside(path, self.ckpt_dir):
+                    continue  # a link out of the folder (or to nothing) is never listed nor opened
+                if path.is_file():
                     found.append(self._info(path, "single-file"))
         return sorted(found, key=lambda i: i.name.lower())
 

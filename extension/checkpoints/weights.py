@@ -1,8 +1,9 @@
 """Reading a single-file checkpoint's tensors (``.safetensors``, or a ``.ckpt`` pickle read safely).
 
-Pickles go through :mod:`extension.safe_pickle`; a few training-metadata globals that old ``.ckpt`` files
-carry (the PyTorch Lightning callback state, numpy scalars) are replaced by inert placeholders, as
-AUTOMATIC1111's own safe unpickler allows them. Every failure is a :class:`~extension.errors.ModelError`
+Pickles go through :mod:`extension.safe_pickle` (with its checkpoint limits), ``.safetensors`` through
+:mod:`extension.safetensors_file` (the header checked whole before any tensor is allocated). A few
+training-metadata globals that old ``.ckpt`` files carry (the PyTorch Lightning callback state, numpy
+scalars) are replaced by inert placeholders, as AUTOMATIC1111's own safe unpickler allows them. Every failure is a :class:`~extension.errors.ModelError`
 naming the file.
 """
 from __future__ import annotations
@@ -11,9 +12,14 @@ from pathlib import Path
 
 import torch
 
-from .. import safe_pickle
+from .. import safe_pickle, safetensors_file
 from ..errors import ModelError
 from .detect import SD1_TEXT_PREFIX, describe_non_checkpoint
+
+
+# A checkpoint's .safetensors header lists a few thousand tensors (SDXL: ~300 KB); 8 MiB leaves room for
+# large models and embedded metadata, and bounds what parsing it allocates.
+MAX_SAFETENSORS_HEADER = 8 << 20
 
 
 class _Inert:
@@ -45,23 +51,33 @@ _INERT_GLOBALS = [
 
 def _load_pickle_checkpoint(path: Path) -> dict:
     try:
-        return safe_pickle.load(path, allowed_globals=_INERT_GLOBALS)
+        return safe_pickle.load(path, allowed_globals=_INERT_GLOBALS, limits=safe_pickle.CHECKPOINT)
     except safe_pickle.PickleRefused as exc:
         raise ModelError(f"{path}: {exc}. Convert it to .safetensors with a tool you trust.") from exc
     except safe_pickle.PickleUnreadable as exc:
         raise ModelError(f"{path}: {exc}") from exc
 
 
+def _safetensors(path: Path, names_only: bool = False):
+    try:
+        with open(path, "rb") as handle:
+            header = safetensors_file.read_header(handle, MAX_SAFETENSORS_HEADER)
+            if names_only:
+                return header
+            return safetensors_file.read_tensors(handle, header)
+    except (safetensors_file.SafetensorsError, OSError) as exc:
+        raise ModelError(f"{path}: not a readable .safetensors file: {exc}") from exc
+
+
 def read_state_dict(path) -> dict[str, torch.Tensor]:
-    """All tensors of a single-file checkpoint, on the CPU, keyed as in the file (``state_dict`` unwrapped)."""
+    """All tensors of a single-file checkpoint, on the CPU, keyed as in the file (``state_dict`` unwrapped).
+
+    Nothing runs from a pickle, a zip bomb or a lying header is refused before anything is allocated, and
+    reading allocates at most the tensors' bytes, which are never more than the file holds (see
+    :mod:`extension.safe_pickle`, :mod:`extension.safetensors_file`)."""
     path = Path(path)
     if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-        try:
-            return normalize_keys(load_file(str(path), device="cpu"))
-        except Exception as exc:  # SafetensorError, OSError, ...
-            raise ModelError(f"{path}: not a readable .safetensors file, truncated or corrupt "
-                             f"({type(exc).__name__}: {str(exc)[:300]})") from exc
+        return normalize_keys(_safetensors(path))
     state = _load_pickle_checkpoint(path)
     while isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
@@ -87,10 +103,4 @@ def read_shapes(path) -> dict[str, tuple[int, ...]]:
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
         return {k: tuple(v.shape) for k, v in read_state_dict(path).items()}
-    from safetensors import safe_open
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
-    except Exception as exc:
-        raise ModelError(f"{path}: not a readable .safetensors file, truncated or corrupt "
-                         f"({type(exc).__name__}: {str(exc)[:300]})") from exc
+    return {key: entry.shape for key, entry in _safetensors(path, names_only=True).entries.items()}

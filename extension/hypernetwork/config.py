@@ -301,7 +301,8 @@ class HypernetworkConfig:
         """``state_dict`` of one module (old key names fixed), checked against the layout for ``dim``.
 
         Raises:
-            HypernetworkError: missing or unexpected keys, wrong shapes, non-float, NaN or inf values.
+            HypernetworkError: missing or unexpected keys, wrong shapes, non-float, NaN or inf values (the values
+                of meta tensors, read for a listing without their data, are not checked).
         """
         state = fix_old_state_dict(state_dict)
         state = {key if key.startswith("linear.") else f"linear.{key}": value for key, value in state.items()}
@@ -316,7 +317,7 @@ class HypernetworkConfig:
             if tuple(value.shape) != expected[key]:
                 raise HypernetworkError(f"weight {key} for width {dim} has shape {tuple(value.shape)}, "
                                         f"the layout needs {expected[key]}")
-            if not value.is_floating_point() or not torch.isfinite(value).all():
+            if not value.is_floating_point() or (not value.is_meta and not torch.isfinite(value).all()):
                 raise HypernetworkError(f"weight {key} for width {dim} holds NaN, inf or non-float values")
         return state
 

@@ -5,7 +5,10 @@ This module reads and writes the in-memory form both formats share, AUTOMATIC111
 modules built from it (:mod:`extension.hypernetwork.modules` does that, and calls here).
 
 Reading is safe: pickles go through :mod:`extension.safe_pickle`, which builds nothing but plain containers
-and tensors and refuses anything else without running it. ``.pt`` files are written so that AUTOMATIC1111's
+and tensors and refuses anything else without running it, and checks a file's zip directory and pickle
+against :data:`LIMITS` before anything is unpacked; ``.safetensors`` through
+:mod:`extension.safetensors_file`, which checks every header entry against the file before a tensor is
+allocated. A listing (:func:`read_info`) reads headers and pickles only, never tensor data. ``.pt`` files are written so that AUTOMATIC1111's
 own safety check accepts them (1.8 and 1.10 alike). Every failure is a
 :class:`~extension.errors.HypernetworkError` that names the file and says what is wrong with it.
 """
@@ -15,13 +18,12 @@ import dataclasses
 import hashlib
 import json
 import os
-import struct
 import warnings
 from pathlib import Path
 from typing import Any
 
 
-from .. import safe_pickle
+from .. import safe_pickle, safetensors_file
 from ..errors import HypernetworkError, NotAHypernetworkError, UnsafeFileError
 from ..fileio import atomic_write, sha256_file
 from .config import HypernetworkConfig
@@ -31,47 +33,48 @@ SAFETENSORS_FORMAT = "sd-webui-hypernetworks/1"
 METADATA_KEYS = ("step", "name", "layer_structure", "activation_func", "is_layer_norm", "weight_initialization",
                  "sd_checkpoint", "sd_checkpoint_name", "activate_output", "use_dropout", "dropout_structure",
                  "last_layer_dropout", "optional_info", "optimizer_name")
-_MAX_HEADER = 100 * 1024 * 1024
-
-
-# A hypernetwork file never unpacks to more than this (the largest in the wild are a few hundred MB).
-MAX_PICKLE_BYTES = 4 << 30
+# A real hypernetwork's .safetensors header is a few KB (a few dozen tensors and the metadata).
+MAX_SAFETENSORS_HEADER = 2 << 20
+# What a hypernetwork (or .optim) pickle may claim: tensors of at most 4 GiB in all (the largest in the wild are
+# a few hundred MB) and a pickle within safe_pickle.HYPERNETWORK's limits.
+LIMITS = safe_pickle.HYPERNETWORK
+MAX_PICKLE_BYTES = LIMITS.max_unpacked
 
 
 # -- reading -----------------------------------------------------------------------------------------------
-def load_pickle(source, path) -> Any:
-    """A ``.pt``/``.ckpt``/``.optim`` pickle (bytes or path) as plain containers and tensors, or a clear error."""
+def load_pickle(source, path, map_location="cpu") -> Any:
+    """A ``.pt``/``.ckpt``/``.optim`` pickle (bytes, path or open file) as plain containers and tensors, or a
+    clear error. ``map_location="meta"`` reads no tensor data (shapes only)."""
     try:
-        return safe_pickle.load(source, max_unpacked=MAX_PICKLE_BYTES)
+        return safe_pickle.load(source, limits=LIMITS, map_location=map_location)
     except safe_pickle.PickleRefused as exc:
         raise UnsafeFileError(str(exc), path) from exc
     except safe_pickle.PickleUnreadable as exc:
         raise HypernetworkError(str(exc), path) from exc
 
 
+def _open(path: Path):
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise HypernetworkError(f"cannot read the file ({exc.strerror or exc})", path) from exc
+
+
+def _header(handle, path) -> safetensors_file.Header:
+    try:
+        return safetensors_file.read_header(handle, MAX_SAFETENSORS_HEADER)
+    except safetensors_file.SafetensorsError as exc:
+        raise HypernetworkError(str(exc), path) from None
+
+
 def read_safetensors_header(path) -> tuple[dict, dict]:
-    """Return ``(tensor entries, metadata)`` from a ``.safetensors`` header without reading the weights."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-        if len(head) < 8:
-            raise HypernetworkError("the file is truncated (no safetensors header)", path)
-        (length,) = struct.unpack("<Q", head)
-        if length > min(size - 8, _MAX_HEADER):
-            raise HypernetworkError("the file is truncated or not a safetensors file (header length out of range)",
-                                    path)
-        try:
-            header = json.loads(handle.read(length))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise HypernetworkError(f"corrupt safetensors header ({exc})", path) from exc
-    if not isinstance(header, dict):
-        raise HypernetworkError("corrupt safetensors header (not a JSON object)", path)
-    metadata = header.pop("__metadata__", None) or {}
-    end = max((entry.get("data_offsets", [0, 0])[1] for entry in header.values() if isinstance(entry, dict)),
-              default=0)
-    if 8 + length + end > size:
-        raise HypernetworkError(f"the file is truncated ({size} bytes, the header needs {8 + length + end})", path)
-    return header, metadata
+    """Return ``(tensor entries, metadata)`` from a ``.safetensors`` header without reading the weights; the
+    header is checked whole (sizes, offsets, dtypes) as a load would check it."""
+    with _open(Path(path)) as handle:
+        header = _header(handle, path)
+    entries = {name: {"dtype": str(e.dtype).removeprefix("torch."), "shape": list(e.shape)}
+               for name, e in header.entries.items()}
+    return entries, dict(header.metadata)
 
 
 def _decode_metadata(metadata: dict) -> dict:
@@ -85,22 +88,18 @@ def _decode_metadata(metadata: dict) -> dict:
     return out
 
 
-def _safetensors_to_state(data: bytes, path) -> dict:
-    from safetensors.torch import load as load_safetensors
-
-    header_len = struct.unpack("<Q", data[:8])[0] if len(data) >= 8 else None
-    if header_len is None or header_len > len(data) - 8:
-        raise HypernetworkError("the file is truncated or not a safetensors file", path)
-    try:
-        metadata = json.loads(data[8:8 + header_len]).get("__metadata__") or {}
-        tensors = load_safetensors(data)
-    except Exception as exc:
-        raise HypernetworkError(f"the file is truncated or corrupt ({exc})", path) from exc
-    if not _looks_like_hypernetwork_keys(tensors):
-        if metadata.get("format") == SAFETENSORS_FORMAT:
+def _safetensors_to_state(handle, path) -> dict:
+    header = _header(handle, path)
+    keys = list(header.entries)
+    if not _looks_like_hypernetwork_keys(keys):
+        if header.metadata.get("format") == SAFETENSORS_FORMAT:
             raise HypernetworkError("malformed tensor names (expected WIDTH.k.* and WIDTH.v.*)", path)
-        raise _not_a_hypernetwork(tensors, path)
-    state: dict[Any, Any] = _decode_metadata(metadata)
+        raise _not_a_hypernetwork(keys, path)
+    try:
+        tensors = safetensors_file.read_tensors(handle, header)
+    except (safetensors_file.SafetensorsError, OSError) as exc:
+        raise HypernetworkError(str(exc), path) from exc
+    state: dict[Any, Any] = _decode_metadata(header.metadata)
     pairs: dict[int, tuple[dict, dict]] = {}
     for key, tensor in tensors.items():
         dim, which, param = key.split(".", 2)
@@ -129,25 +128,39 @@ def _not_a_hypernetwork(keys, path) -> NotAHypernetworkError:
     return NotAHypernetworkError(f"this file is {kind}", path)
 
 
-def read_state(path) -> tuple[dict, str]:
-    """Read a hypernetwork file into AUTOMATIC1111's dict shape; return it with the file's sha256."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise HypernetworkError(f"cannot read the file ({exc.strerror or exc})", path) from exc
-    sha256 = hashlib.sha256(data).hexdigest()
-    if not data:
+def _sha256(handle) -> str:
+    digest = hashlib.sha256()
+    handle.seek(0)
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(block)
+    handle.seek(0)
+    return digest.hexdigest()
+
+
+def _read(path: Path, handle, map_location="cpu") -> dict:
+    if os.fstat(handle.fileno()).st_size == 0:
         raise HypernetworkError("the file is empty", path)
     if path.suffix.lower() == ".safetensors":
-        return _safetensors_to_state(data, path), sha256
-    state = load_pickle(data, path)
+        return _safetensors_to_state(handle, path)
+    state = load_pickle(handle, path, map_location=map_location)
     if not isinstance(state, dict):
         raise NotAHypernetworkError(f"this file is not a hypernetwork (it holds a {type(state).__name__}, "
                                     "not a dict of attention widths)", path)
     if not any(type(key) is int for key in state):
         raise _not_a_hypernetwork(state.keys(), path)
-    return state, sha256
+    return state
+
+
+def read_state(path) -> tuple[dict, str]:
+    """Read a hypernetwork file into AUTOMATIC1111's dict shape; return it with the file's sha256.
+
+    The file is opened once: hashed in 1 MiB blocks, then read from the same handle, so what was hashed is what
+    was read. Memory: at most the tensors' bytes (no more than the file holds, nor 4 GiB) plus a pickle or
+    header within the limits (:data:`LIMITS`, :data:`MAX_SAFETENSORS_HEADER`)."""
+    path = Path(path)
+    with _open(path) as handle:
+        sha256 = _sha256(handle)
+        return _read(path, handle), sha256
 
 
 def metadata_of(state: dict) -> dict:
@@ -191,6 +204,9 @@ def read_optimizer_state(path, shorthash: str | None) -> tuple[str, dict] | None
     sidecar = Path(str(path) + ".optim")
     if not sidecar.exists():
         return None
+    if sidecar.is_symlink() and not sidecar.resolve().is_relative_to(Path(path).resolve().parent):
+        warnings.warn(f"ignoring optimizer state: {sidecar} links to a file outside its folder")
+        return None
     try:
         saved = load_pickle(sidecar, sidecar)
     except HypernetworkError as exc:
@@ -217,7 +233,7 @@ class HypernetworkInfo:
     sd_checkpoint_name: str | None
     optional_info: str | None
     format: str
-    sha256: str | None = None  # known when the whole file had to be read anyway (pickles)
+    sha256: str | None = None  # a listing never hashes (the library hashes in the background)
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -259,13 +275,15 @@ def _info(config: HypernetworkConfig, metadata: dict, path: Path, fmt: str, sha2
 
 
 def read_info(path) -> HypernetworkInfo:
-    """Metadata of a hypernetwork file. For ``.safetensors`` only the header is read; pickles must be read whole
-    (and are then checked as fully as a load would)."""
+    """Metadata of a hypernetwork file, checked as far as it can be without its weights: the header of a
+    ``.safetensors`` (every entry's size and offsets), the zip directory and pickle of a ``.pt`` (its tensors'
+    shapes against the structure it describes; no tensor data is read, nor the file hashed)."""
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
-        state, sha256 = read_state(path)
+        with _open(path) as handle:
+            state = _read(path, handle, map_location="meta")
         config, _ = checked_state(state, path)
-        return _info(config, metadata_of(state), path, "pt", sha256)
+        return _info(config, metadata_of(state), path, "pt", None)
     header, metadata = read_safetensors_header(path)
     if metadata.get("format") != SAFETENSORS_FORMAT and not _looks_like_hypernetwork_keys(header):
         raise _not_a_hypernetwork(header, path)
