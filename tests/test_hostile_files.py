@@ -256,3 +256,107 @@ def test_pickles_and_headers_right_at_the_limits_stay_within_the_limit():
     # checkpoints: a load allocates gigabytes anyway; their pickle and header limits are stated and measured
     for label in ("checkpoint pickle", "checkpoint header"):
         assert results[label]["peak_mb"] <= 4 * PER_FILE_MB, (label, results[label])
+
+
+# -- a real server ---------------------------------------------------------------------------------------------
+SERVER_PEAK_MB = 1024  # the whole server (UI, API, demo model) after listing, refusing and generating
+
+
+@pytest.fixture(scope="module")
+def server(manifest, tmp_path_factory):
+    """The UI and the API over the hostile folders: it must start at all (a folder holding a bomb once kept it
+    from answering)."""
+    from api_server import ApiServer
+
+    tmp = tmp_path_factory.mktemp("hostile-server")
+    with ApiServer(tmp, Path(manifest["hypernetworks"]), ckpt_dir=Path(manifest["checkpoints"])) as running:
+        yield running
+
+
+def cards_panel(server) -> str:
+    """The cards panel's HTML as the page first shows it (the ``hn_cards`` component in Gradio's config)."""
+    import requests
+
+    config = requests.get(f"{server.url}/config", timeout=120).json()
+    return next(c["props"]["value"] for c in config["components"] if c.get("props", {}).get("elem_id") == "hn_cards")
+
+
+def card_of(panel: str, name: str) -> str:
+    """The HTML of the card called ``name`` (from its opening tag to the next card's)."""
+    starts = [m.start() for m in re.finditer(r'<div class="hn-card[ "]', panel)]
+    at = panel.index(f'data-name="{html.escape(name, quote=True)}"')
+    start = max(s for s in starts if s < at)
+    end = min((s for s in starts if s > at), default=len(panel))
+    return panel[start:end]
+
+
+def test_server_lists_every_file_it_may_and_shows_each_error_on_its_card(server, manifest):
+    listed = server.get("hypernetworks").json()
+    names = {item["name"] for item in listed}
+    expected = of(manifest, HYPERNETWORKS)
+    assert names == {item.name for item in expected if item.outcome != "hidden"}
+    assert all(Path(item["path"]).resolve().is_relative_to(Path(manifest["hypernetworks"]).resolve())
+               for item in listed)
+    panel = cards_panel(server)
+    assert "SECRET TEXT" not in panel and "secret" not in panel
+    assert "<img src=x" not in panel  # a name is text, never markup
+    for item in expected:
+        if item.outcome == "hidden":
+            assert f'data-name="{html.escape(item.name, quote=True)}"' not in panel, item
+            continue
+        card = card_of(panel, item.name)
+        if item.outcome == "refused":
+            assert "hn-card-error" in card and "failed to load" in card, item
+            error = re.search(r'<div class="hn-error">(.*?)</div>', card).group(1)
+            assert re.search(item.error, html.unescape(error), re.I), (item, error)
+        else:
+            assert "hn-card-error" not in card and "sizes 48, 64, 80" in card, item
+    assert markers_found(manifest) == []
+
+
+def test_server_generates_with_good_files_and_names_the_refused_ones(server, manifest):
+    request = {"width": 32, "height": 32, "steps": 2, "seed": 5, "sampler_name": "Euler a"}
+    good = [item.name for item in of(manifest, HYPERNETWORKS)
+            if item.outcome in ("works", "sidecar") and not set(item.name) & set("<>:\n")]
+    refused = [item for item in of(manifest, HYPERNETWORKS, "refused")]
+    tags = " ".join(f"<hypernet:{name}:0.5>" for name in good)
+    bad_tags = " ".join(f"<hypernet:{item.name}:1>" for item in refused)
+    response = server.post("txt2img", {**request, "prompt": f"a red circle {tags} {bad_tags}"})
+    assert response.status_code == 200, response.text
+    info = json.loads(response.json()["info"])
+    assert [h["name"] for h in info["hypernetworks"]] == good
+    for item in refused:
+        line = next(m for m in info["messages"] if m.startswith(f"<hypernet:{item.name}>"))
+        assert "could not be loaded" in line and re.search(item.error, line, re.I), line
+    assert markers_found(manifest) == []
+
+
+def test_server_refuses_each_hostile_checkpoint_and_keeps_its_model(server, manifest):
+    titles = {item["title"] for item in server.get("sd-models").json()}
+    for item in of(manifest, CHECKPOINTS):
+        if item.outcome == "hidden":
+            assert item.path not in titles, item
+            continue
+        assert item.path in titles, item
+        response = server.post("options", {"sd_model_checkpoint": item.path})
+        assert 400 <= response.status_code < 500, (item, response.text)
+        assert re.search(item.error, response.json()["detail"], re.I), (item, response.text)
+    assert server.get("options").json()["sd_model_checkpoint"] == "demo"
+    response = server.post("txt2img", {"prompt": "a red circle <hypernet:good:1>", "width": 32, "height": 32,
+                                       "steps": 2, "seed": 5})
+    assert response.status_code == 200, response.text
+    assert markers_found(manifest) == []
+
+
+def test_server_memory_stays_bounded_after_every_hostile_file(server, manifest):
+    """Runs last in this module: the server has listed both folders, drawn every card, refused every file
+    (hypernetworks in a prompt, checkpoints as the model) and generated."""
+    import re as re_module
+
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    peak_mb = int(re_module.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
+    (ROOT / "tests" / "artifacts").mkdir(exist_ok=True)
+    (ROOT / "tests" / "artifacts" / "hostile_files_server.json").write_text(json.dumps({"server_peak_mb": peak_mb}))
+    assert peak_mb <= SERVER_PEAK_MB, peak_mb
+    assert markers_found(manifest) == []
+    assert server.process.poll() is None  # still serving
