@@ -94,10 +94,17 @@ def _inside(path: Path, root_real: Path) -> bool:
         return False
 
 
-def _scan(root: Path) -> list[LibraryEntry]:
+SKIPPED_LINK_OUT = "a link to something outside the folder"
+SKIPPED_LINK_BROKEN = "a link to nothing (dangling, or a loop)"
+SKIPPED_NOT_UTF8 = "its name is not valid UTF-8"
+
+
+def _scan(root: Path, skipped: list[tuple[str, str]] | None = None) -> list[LibraryEntry]:
     """Every hypernetwork file under ``root`` (recursive). Links are never followed out of the folder: a file,
-    preview or description that is a link to something outside it (or to nothing) is left out, unread."""
+    preview or description that is a link to something outside it (or to nothing) is left out, unread. What
+    looks like a hypernetwork file but is left out goes into ``skipped`` as ``(relative path, why)``."""
     found = []
+    skipped = [] if skipped is None else skipped
     root_real = root.resolve()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -106,11 +113,17 @@ def _scan(root: Path) -> list[LibraryEntry]:
         present = {name for name in filenames if name not in links or _inside(here / name, root_real)}
         for filename in filenames:
             stem, suffix = os.path.splitext(filename)
-            if suffix.lower() not in SUFFIXES or filename.startswith(".") or stem == "None" or filename not in present:
+            if suffix.lower() not in SUFFIXES or filename.startswith(".") or stem == "None":
+                continue
+            if filename not in present:
+                broken = not os.path.exists(here / filename)
+                skipped.append((_shown((here / filename).relative_to(root).as_posix()),
+                                SKIPPED_LINK_BROKEN if broken else SKIPPED_LINK_OUT))
                 continue
             path = here / filename
             rel_path = path.relative_to(root).as_posix()
             if not _utf8(rel_path):  # a name that cannot be shown, sent as JSON or typed in a prompt
+                skipped.append((_shown(rel_path), SKIPPED_NOT_UTF8))
                 continue
             try:
                 stat = path.stat()
@@ -133,6 +146,11 @@ def stat_is_file(stat: os.stat_result) -> bool:
     import stat as stat_module
 
     return stat_module.S_ISREG(stat.st_mode)
+
+
+def _shown(name: str) -> str:
+    """``name`` printable: undecodable bytes as U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _utf8(name: str) -> bool:
@@ -175,12 +193,15 @@ class HypernetworkLibrary:
         self._hashes: dict[tuple, str] = {}
         self._loaded: collections.OrderedDict[tuple, Hypernetwork] = collections.OrderedDict()
         self._hasher: threading.Thread | None = None
+        self._skipped: list[tuple[str, str]] = []
 
     # -- listing -----------------------------------------------------------------------------------------
     def refresh(self) -> RefreshReport:
         """Rescan the folder; report what was added, changed and removed since the last scan."""
-        entries = {e.name: e for e in _scan(self.root)} if self.root.is_dir() else {}
+        skipped: list[tuple[str, str]] = []
+        entries = {e.name: e for e in _scan(self.root, skipped)} if self.root.is_dir() else {}
         with self._lock:
+            self._skipped = skipped
             before = self._entries or {}
             self._entries = entries
             live = {e.identity for e in entries.values()}
@@ -198,6 +219,14 @@ class HypernetworkLibrary:
             if self._entries is None:
                 self.refresh()
             return list(self._entries.values())
+
+    def skipped(self) -> list[tuple[str, str]]:
+        """``(relative path, why)`` of each file the last scan left out although its suffix is a hypernetwork's
+        (links out of the folder or to nothing, names that are not UTF-8): never read."""
+        with self._lock:
+            if self._entries is None:
+                self.refresh()
+            return list(self._skipped)
 
     def names(self) -> list[str]:
         return [entry.name for entry in self.entries()]

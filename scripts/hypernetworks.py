@@ -71,7 +71,8 @@ def render_cards(ctx, query: str = "", sort: str = "Name", descending: bool = Fa
     library.hash_in_background()
     shown = sort_cards(filter_cards(cards, query), sort, descending)
     multiplier = float(ctx.settings.get(DEFAULT_MULTIPLIER, 1.0))
-    return cards_html(shown, multiplier, total=len(cards), query=query, folder=str(library.root), report=report)
+    return cards_html(shown, multiplier, total=len(cards), query=query, folder=str(library.root), report=report,
+                      skipped=library.skipped())
 
 
 def entry_metadata(ctx, name: str) -> tuple[str, dict | None]:

@@ -212,13 +212,27 @@ def write_zip(members: list[Member]) -> bytes:
 
 
 def deflate_zeros(size: int) -> bytes:
-    """A raw deflate stream of ``size`` zero bytes (a multiple of 1 MiB), cheaply: one block, repeated."""
+    """A raw deflate stream of ``size`` zero bytes, cheaply: one 1 MiB block compressed once and repeated (after
+    a full flush deflate starts afresh, so the same input gives the same bytes), then the rest."""
     block = 1 << 20
-    assert size % block == 0
     compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
     chunk = compressor.compress(b"\0" * block) + compressor.flush(zlib.Z_FULL_FLUSH)
-    tail = compressor.flush()
-    return chunk * (size // block) + tail
+    rest = compressor.compress(b"\0" * (size % block)) + compressor.flush()
+    return chunk * (size // block) + rest
+
+
+def png_of_zeros(width: int, height: int) -> bytes:
+    """A black RGB PNG of ``width`` x ``height`` written without ever holding its pixels (a decompression bomb:
+    a thousand times smaller than what it decodes to)."""
+    raw = height * (1 + 3 * width)  # each row: filter byte 0, then the pixels
+    adler = ((raw % 65521) << 16) | 1  # adler32 of ``raw`` zero bytes
+    data = b"\x78\xda" + deflate_zeros(raw) + struct.pack(">I", adler)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", data) + chunk(b"IEND", b""))
 
 
 def torch_zip(data_pkl: bytes, records: dict[str, bytes], prefix: str = "archive") -> bytes:
@@ -506,6 +520,12 @@ def write_hypernetworks(folder: Path, outside: Path, markers: Path) -> list[Host
     (folder / "linked_extras.png").symlink_to(outside / "secret.png")
     out.append(Hostile(group, "linked_extras.pt", f"{scope}:symlink-description-preview",
                        "a clean network whose NAME.txt and NAME.png link to files outside the folder", "works"))
+    # A clean network whose preview is a PNG bomb (12000 x 12000 black pixels, 432 MB decoded, 0.4 MB on disk).
+    (folder / "preview_bomb.pt").write_bytes(clean_pt)
+    (folder / "preview_bomb.preview.png").write_bytes(png_of_zeros(12000, 12000))
+    out.append(Hostile(group, "preview_bomb.pt", f"{scope}:preview-bomb",
+                       "a clean network whose preview is a 12000 x 12000 PNG in 0.4 MB (432 MB decoded): the card "
+                       "shows no preview", "works"))
     # Odd names, clean contents.
     for kind, filename, what in (
             ("name-dots", "dots..in..name.pt", "dots (..) inside the name"),

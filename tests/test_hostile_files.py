@@ -130,9 +130,16 @@ def test_hypernetworks_folder_lists_refuses_and_keeps_the_rest_working(manifest)
         sidecar = of(manifest, HYPERNETWORKS, "sidecar")[0]
         with pytest.warns(UserWarning, match="refused to load"):
             assert files.read_optimizer_state(Path(manifest["hypernetworks"]) / sidecar.path, "x") is None
+        assert built["preview_bomb"].preview is None and built["good"].preview is None
         extras = library.get("linked_extras")
         assert extras.preview is None and extras.description_path is None and built["linked_extras"].description == ""
         assert not any(name.startswith("escape-dir") or "secret" in name for name in names)
+        skipped = dict(library.skipped())  # what was left out is said, unread
+        for item in of(manifest, HYPERNETWORKS, "hidden"):
+            if item.path.endswith(".pt"):
+                shown = item.path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                assert shown in skipped, (item, skipped)
+        assert "links out" not in cards.skipped_html([]) and "escape.pt" in cards.skipped_html(list(skipped.items()))
     assert outside_reads(opened, manifest) == []
     assert markers_found(manifest) == []
 
@@ -300,6 +307,10 @@ def test_server_lists_every_file_it_may_and_shows_each_error_on_its_card(server,
     panel = cards_panel(server)
     assert "SECRET TEXT" not in panel and "secret" not in panel
     assert "<img src=x" not in panel  # a name is text, never markup
+    assert "hn-no-preview" in card_of(panel, "preview_bomb")  # 432 MB of pixels are not decoded for a card
+    left_out = re.search(r'<div class="hn-skipped">(.*?)</div>', panel).group(1)  # links out are named, unread
+    assert "escape.pt (a link to something outside the folder)" in html.unescape(left_out)
+    assert "dangling.pt (a link to nothing" in html.unescape(left_out)
     for item in expected:
         if item.outcome == "hidden":
             assert f'data-name="{html.escape(item.name, quote=True)}"' not in panel, item

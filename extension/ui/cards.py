@@ -88,6 +88,27 @@ def fit_of(sizes: Iterable[int], widths: set[int] | None) -> tuple[str, str]:
                        f"(attention widths {have}); only {', '.join(str(s) for s in sizes if s in widths)} apply")
 
 
+# A preview is decoded whole before it is shrunk: one of more pixels (a PNG of zeros compresses a thousandfold)
+# is not shown. 16 Mpx (4096 x 4096) decode to at most ~112 MB, briefly; real previews are under 1 Mpx.
+MAX_PREVIEW_PIXELS = 16 << 20
+
+
+def preview_fits(path) -> bool:
+    """Whether the image at ``path`` is small enough to decode for a card, read from its header alone."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, by a lower limit
+            with Image.open(path) as image:
+                width, height = image.size
+    except Exception:  # noqa: BLE001 - not an image PIL reads (or a bomb PIL refuses): no preview
+        return False
+    return width * height <= MAX_PREVIEW_PIXELS
+
+
 def make_card(library: HypernetworkLibrary, entry: LibraryEntry, widths: set[int] | None,
               preview_uri: Callable | None = None, hash_now: bool = False) -> Card:
     """The card for ``entry``. The file is hashed only with ``hash_now`` (a search by hash); otherwise the
@@ -105,7 +126,7 @@ def make_card(library: HypernetworkLibrary, entry: LibraryEntry, widths: set[int
     if info and (info.sd_checkpoint_name or info.sd_checkpoint):
         base = f"base {info.sd_checkpoint_name or ''}" + (f" [{info.sd_checkpoint[:10]}]" if info.sd_checkpoint else "")
     preview = None
-    if entry.preview is not None:
+    if entry.preview is not None and preview_fits(entry.preview):
         preview = preview_uri(entry.preview) if preview_uri else str(entry.preview)
     return Card(
         name=entry.name, rel_path=entry.rel_path, description=entry.description(), size=entry.size,
@@ -175,9 +196,20 @@ def card_html(card: Card, multiplier: float) -> str:
         f'</div>')
 
 
+def skipped_html(skipped: list[tuple[str, str]]) -> str:
+    """A line naming the files the folder scan left out, and why (links out of the folder, undecodable names)."""
+    if not skipped:
+        return ""
+    shown = "; ".join(f"{_e(path)} ({_e(why)})" for path, why in skipped[:20])
+    more = f"; and {len(skipped) - 20} more" if len(skipped) > 20 else ""
+    return (f'<div class="hn-skipped">{len(skipped)} file{"s" if len(skipped) != 1 else ""} not listed, never '
+            f'read: {shown}{more}</div>')
+
+
 def cards_html(cards: list[Card], multiplier: float, total: int, query: str = "", folder: str = "",
-               report: str = "") -> str:
-    """The whole panel body: a count line and the cards (or a line saying why there are none)."""
+               report: str = "", skipped: list[tuple[str, str]] | None = None) -> str:
+    """The whole panel body: a count line, the files left out (if any) and the cards (or a line saying why
+    there are none)."""
     if cards:
         shown = f"{len(cards)} of {total}" if len(cards) != total else f"{total}"
         head = f'<div class="hn-count">{shown} hypernetwork{"s" if total != 1 else ""}</div>'
@@ -192,4 +224,4 @@ def cards_html(cards: list[Card], multiplier: float, total: int, query: str = ""
     if report:
         head = head.replace("</div>", f' <span class="hn-refresh-report">· {_e(report)}</span></div>', 1)
     return (f'<div class="hn-cards" data-prompt="txt2img_prompt" data-default-multiplier="{multiplier:g}">'
-            f'{head}<div class="hn-card-grid">{items}</div></div>')
+            f'{head}{skipped_html(skipped or [])}<div class="hn-card-grid">{items}</div></div>')
