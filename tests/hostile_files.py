@@ -301,8 +301,14 @@ CORRUPT = r"truncated|corrupt|not a readable"
 BOMB = r"zip bomb|compressed|unpack|claims|more than"
 HEADER = r"header|truncated|corrupt|offset"
 
-TECHNIQUES = ("os.system", "posix.system-stack-global", "builtins.exec", "builtins.eval", "importlib",
-              "subprocess")
+TECHNIQUES = {  # payload(technique) -> what it does, in words
+    "os.system": "calls os.system",
+    "posix.system-stack-global": "calls posix.system, named through protocol 4's STACK_GLOBAL",
+    "builtins.exec": "calls builtins.exec",
+    "builtins.eval": "calls builtins.eval",
+    "importlib": "calls getattr(importlib.import_module('os'), 'system')",
+    "subprocess": "calls subprocess.check_call",
+}
 
 
 def _pickle_attacks(folder: Path, suffix: str, clean_pt: bytes, markers: Path, group: str, scope: str,
@@ -315,11 +321,11 @@ def _pickle_attacks(folder: Path, suffix: str, clean_pt: bytes, markers: Path, g
         (folder / filename).write_bytes(data)
         out.append(Hostile(group, filename, f"{scope}:{kind}", what, outcome, error))
 
-    for technique in TECHNIQUES:
+    for technique, words in TECHNIQUES.items():
         kind = f"reduce-{technique.replace('.', '-')}"
         marker = markers / f"{scope}-{kind}"
         add(f"{kind}{suffix}", torch_zip(inject(pkl, payload(technique, marker)), records), kind,
-            f"a working file whose pickle first calls {technique} (__reduce__), creating a marker file")
+            f"a working file whose pickle first {words} (a __reduce__), creating a marker file")
     marker = markers / f"{scope}-in-storage"
     add(f"in-storage-type{suffix}", torch_zip(replace_once(pkl, rb"ctorch\nFloatStorage\n",
                                                            payload("os.system", marker)), records),
