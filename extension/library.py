@@ -23,6 +23,7 @@ from .hypernetwork.files import SUFFIXES
 from .prompt.tags import HypernetworkRequest
 
 PREVIEW_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "gif")
+MAX_DESCRIPTION_BYTES = 64 << 10  # a description longer than this is cut (a .json one is ignored)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,9 +57,15 @@ class LibraryEntry:
         if self.description_path is None:
             return ""
         try:
-            text = self.description_path.read_text(encoding="utf-8", errors="replace")
+            with open(self.description_path, "rb") as handle:
+                raw = handle.read(MAX_DESCRIPTION_BYTES + 1)
         except OSError:
             return ""
+        if len(raw) > MAX_DESCRIPTION_BYTES:  # not a description: its first part only (JSON: nothing)
+            if self.description_path.suffix.lower() == ".json":
+                return ""
+            raw = raw[:MAX_DESCRIPTION_BYTES]
+        text = raw.decode("utf-8", errors="replace")
         if self.description_path.suffix.lower() != ".json":
             return text.strip()
         try:

@@ -532,6 +532,15 @@ def write_hypernetworks(folder: Path, outside: Path, markers: Path) -> list[Host
     out.append(Hostile(group, "preview_bomb.pt", f"{scope}:preview-bomb",
                        "a clean network whose preview is a 12000 x 12000 PNG in 0.4 MB (432 MB decoded): the card "
                        "shows no preview", "works"))
+    # Clean networks whose descriptions are 2 GiB (sparse files: nothing on disk): a card reads their start.
+    for stem, suffix in (("huge_description", ".txt"), ("huge_json_description", ".json")):
+        (folder / f"{stem}.pt").write_bytes(clean_pt)
+        with open(folder / f"{stem}{suffix}", "wb") as handle:
+            handle.write(b'{"description": "' if suffix == ".json" else b"A long story. ")
+            handle.truncate(2 << 30)
+        out.append(Hostile(group, f"{stem}.pt", f"{scope}:{stem.replace('_', '-')}",
+                           f"a clean network whose {suffix} description is 2 GiB (sparse): the card shows its "
+                           "first 64 KiB" + (" (JSON: nothing)" if suffix == ".json" else ""), "works"))
     # Odd names, clean contents.
     for kind, filename, what in (
             ("name-dots", "dots..in..name.pt", "dots (..) inside the name"),

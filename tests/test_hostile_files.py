@@ -131,6 +131,9 @@ def test_hypernetworks_folder_lists_refuses_and_keeps_the_rest_working(manifest)
         with pytest.warns(UserWarning, match="refused to load"):
             assert files.read_optimizer_state(Path(manifest["hypernetworks"]) / sidecar.path, "x") is None
         assert built["preview_bomb"].preview is None and built["good"].preview is None
+        assert built["huge_description"].description.startswith("A long story.")
+        assert len(built["huge_description"].description) <= 64 << 10
+        assert built["huge_json_description"].description == ""
         extras = library.get("linked_extras")
         assert extras.preview is None and extras.description_path is None and built["linked_extras"].description == ""
         assert not any(name.startswith("escape-dir") or "secret" in name for name in names)
