@@ -252,7 +252,7 @@ def cli_seconds(work: Path, processes: int, steps: int) -> float:
     train = ["--skip-install", "--train-hypernetwork", "style", "--dataset", str(work / "demo-pictures"),
              "--hypernetwork-dir", str(folder / "hypernetworks"), "--steps", str(steps), "--batch-size", "8",
              "--learn-rate", "1e-3", "--template", "filewords.txt", "--save-every", "0", "--preview-every", "0",
-             "--log-dir", str(folder / "logs"), "--seed", "1"]
+             "--log-dir", str(folder / "logs"), "--seed", "1", "--train-data-dir", str(work)]
     if processes == 1:
         command = [python, str(ROOT / "launch.py"), *train]
     else:
