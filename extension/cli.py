@@ -51,7 +51,9 @@ def server_parser() -> argparse.ArgumentParser:
     parser = ModeParser(prog="launch.py", description="Serve the web UI (the default mode: no mode flag).")
     parser.add_argument("--port", type=int, default=None,
                         help="port to serve on (default 7860; 7861 with --nowebui, as AUTOMATIC1111)")
-    parser.add_argument("--listen", action="store_true", help="serve on 0.0.0.0 instead of 127.0.0.1")
+    parser.add_argument("--listen", action="store_true",
+                        help="serve on 0.0.0.0 instead of 127.0.0.1 (a warning is printed without --gradio-auth, "
+                             "and with the API without --api-auth)")
     parser.add_argument("--hypernetwork-dir", type=Path, default=paths.HYPERNETWORK_DIR,
                         help="folder of hypernetwork files (default models/hypernetworks)")
     parser.add_argument("--ckpt-dir", type=Path, default=paths.CKPT_DIR,
@@ -65,6 +67,9 @@ def server_parser() -> argparse.ArgumentParser:
                         help="file with user:password lines (or comma-separated pairs)")
     parser.add_argument("--outdir", type=Path, default=paths.OUTPUT_DIR,
                         help="where images are saved (default outputs/)")
+    parser.add_argument("--train-data-dir", type=Path, action="append", default=None, metavar="DIR",
+                        help="a folder training may read datasets from and write logs to (repeat for several; "
+                             "default: the project folder); relative training paths are relative to the first")
     api = parser.add_argument_group("REST API (AUTOMATIC1111's /sdapi/v1, schema at /docs)")
     api.add_argument("--api", action="store_true", help="serve the API on the same server as the UI")
     api.add_argument("--nowebui", action="store_true", help="serve the API alone, without the UI")

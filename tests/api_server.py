@@ -79,8 +79,9 @@ class ApiServer(Server):
                 with urllib.request.urlopen(self.url + "/openapi.json", timeout=2) as response:
                     if response.status == 200:
                         return self
-            except urllib.error.HTTPError:
-                pass
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401:  # up, the schema behind --api-auth
+                    return self
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 pass
             time.sleep(0.3)

@@ -96,7 +96,7 @@ class Server:
         self.options = {"port": self.port, "hypernetwork_dir": str(hypernetwork_dir),
                         "ckpt_dir": str(tmp / "checkpoints"), "outdir": str(self.outdir),
                         "ui_settings_file": str(tmp / "config.json"), "demo_random": True, "device": "cpu",
-                        "scripts_dir": str(scripts),
+                        "scripts_dir": str(scripts), "train_data_dir": [str(tmp)],
                         **{k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}}
         self.process: subprocess.Popen | None = None
         self.auth = None

@@ -61,7 +61,7 @@ def server(folders):
     tmp = folders["root"] / "server"
     tmp.mkdir()
     with ApiServer(tmp, folders["hypernetworks"], ckpt_dir=folders["root"] / "checkpoints",
-                   gradio_auth=":".join(PAGE_AUTH)) as running:
+                   gradio_auth=":".join(PAGE_AUTH), train_data_dir=[str(folders["root"])]) as running:
         yield running
 
 
@@ -587,7 +587,8 @@ def test_webuiapi_with_credentials_on_the_api_alone(api_only):
 def test_nowebui_serves_no_page(api_only):
     assert requests.get(f"{api_only.url}/", timeout=30).status_code == 404
     assert requests.get(f"{api_only.url}/gradio_api/info", timeout=30).status_code == 404
-    assert requests.get(f"{api_only.url}/openapi.json", timeout=30).status_code == 200
+    assert requests.get(f"{api_only.url}/openapi.json", timeout=30).status_code == 401  # behind --api-auth too
+    assert requests.get(f"{api_only.url}/openapi.json", auth=("bob", "builder"), timeout=30).status_code == 200
     flags = api_only.get("cmd-flags", auth=("bob", "builder")).json()
     assert flags["nowebui"] is True and flags["api_auth"] == "(hidden)"
 

@@ -277,6 +277,7 @@ def test_two_cpu_processes_under_accelerate_launch_end_with_identical_weights(da
                "style", "--dataset", str(dataset), "--hypernetwork-dir", str(tmp_path / "hypernetworks"),
                "--learn-rate", "3e-3", "--steps", "6", "--batch-size", "2", "--save-every", "0", "--preview-every",
                "0", "--template", "filewords.txt", "--log-dir", str(tmp_path / "logs"), "--seed", "3",
+               "--train-data-dir", str(dataset), "--train-data-dir", str(tmp_path),
                "--width", str(SIZE), "--height", str(SIZE)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     digests = sorted(line.split("sha256 ")[1][:64] for line in done.stdout.replace("process", "\nprocess").splitlines()

@@ -195,6 +195,9 @@ def check_checkpoint(ctx, name: Any) -> str:
 
     if not isinstance(name, str) or not name.strip():
         raise OptionError(f"option {CHECKPOINT}: give a checkpoint title from /sdapi/v1/sd-models")
+    if "\0" in name:  # no file name holds one (the OS would refuse it: a 500 before this check)
+        raise OptionError(f"option {CHECKPOINT}: {name!r} is not a checkpoint name; give a title from "
+                          "/sdapi/v1/sd-models")
     builtin = getattr(ctx.models, "builtin", None)
     if builtin is not None and name.strip() in builtin.names:
         return name.strip()

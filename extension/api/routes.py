@@ -38,7 +38,7 @@ from ..processing import Txt2ImgRequest as ProcessingRequest
 from ..prompt.tags import hypernetwork_requests, parse_prompt
 from . import options as opts
 from . import schemas
-from .auth import api_credentials, basic_auth
+from .auth import SchemaAuth, api_credentials, basic_auth
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,18 @@ def check_prompt_networks(ctx, prompt: str, field: str) -> None:
                                 "give a name from /sdapi/v1/hypernetworks")
 
 
+def check_prompt_editing(prompt: str, field: str, steps: int) -> None:
+    """A prompt whose editing syntax cannot be parsed within bounds (see :mod:`extension.prompt.schedule`) is a
+    422 now, not an error in the middle of the job."""
+    from ..prompt.schedule import prompt_schedule
+
+    try:
+        for text in dict.fromkeys((prompt, parse_prompt(prompt)[0])):  # as written, and without its tags
+            prompt_schedule(text, steps)
+    except ValueError as exc:
+        raise ApiError(422, f"{field}: {exc}") from None
+
+
 def _inside(ctx, name: str) -> bool:
     try:
         ctx.library.path_inside(name)
@@ -240,6 +252,8 @@ def plan_txt2img(ctx, body: schemas.Txt2ImgRequest) -> Txt2ImgPlan:
             messages.append("disable_extra_networks: the <hypernet:...> tags were removed from the prompt.")
         prompt = parse_prompt(prompt)[0]
     check_prompt_networks(ctx, prompt, "prompt")
+    check_prompt_editing(prompt, "prompt", steps)
+    check_prompt_editing(negative, "negative_prompt", steps)
     try:
         checkpoint, settings = opts.prepare(ctx, body.override_settings or {})
     except opts.OptionError as exc:
@@ -380,7 +394,21 @@ def training_config(ctx, body: schemas.TrainHypernetworkRequest):
         raise ApiError(422, str(exc)) from None
     except TypeError as exc:  # a field of the wrong kind
         raise ApiError(422, f"training parameters: {exc}") from None
+    check_training_dirs(ctx, config)
     return config
+
+
+def check_training_dirs(ctx, config) -> None:
+    """``data_root`` and ``log_directory`` must lie in the server's training folders (``--train-data-dir``):
+    a 422 before the request waits for the device (training checks them again when it starts)."""
+    from ..confine import OutsideRoots, confine_dir
+
+    roots = ctx.options.training_roots
+    for field in ("data_root", "log_directory"):
+        try:
+            confine_dir(getattr(config, field), roots, field)
+        except OutsideRoots as exc:
+            raise ApiError(422, str(exc)) from None
 
 
 # -- the router ------------------------------------------------------------------------------------------------
@@ -477,6 +505,8 @@ def make_router(ctx, credentials: dict[str, str]) -> APIRouter:
             value = getattr(ctx.options, action.dest, action.default)
             if action.dest in ("gradio_auth", "api_auth") and value:
                 value = "(hidden)"
+            if isinstance(value, (list, tuple)):
+                value = [str(item) for item in value]
             flags[action.dest] = str(value) if isinstance(value, Path) else value
         return flags
 
@@ -662,5 +692,7 @@ def mount_api(app: FastAPI, ctx) -> None:
     options = ctx.options
     credentials = api_credentials(getattr(options, "api_auth", None), getattr(options, "api_auth_path", None))
     app.include_router(make_router(ctx, credentials))
+    if credentials:  # the schema asks for the same credentials (see extension.api.auth)
+        app.add_middleware(SchemaAuth, credentials=credentials)
     if getattr(options, "api_log", False):
         add_request_log(app)

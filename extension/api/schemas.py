@@ -6,6 +6,7 @@ type is a 422 naming the field); ranges and names are checked by :mod:`extension
 """
 from __future__ import annotations
 
+import argparse
 from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
@@ -281,7 +282,9 @@ def flags_model(parser) -> type[BaseModel]:
     for action in parser._actions:  # noqa: SLF001 - argparse has no public list of its actions
         if action.dest == "help":
             continue
-        if action.type in (int, float):
+        if isinstance(action, argparse._AppendAction):  # noqa: SLF001 - a repeatable flag: a list
+            kind = list[str]
+        elif action.type in (int, float):
             kind = action.type
         elif action.nargs == 0:  # store_true / store_false
             kind = bool

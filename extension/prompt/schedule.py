@@ -83,6 +83,8 @@ def _render(tree, step: int, steps: int) -> str:
     so deeply nested brackets cannot exhaust the stack)."""
     from lark import Token
 
+    if isinstance(tree, _Text):
+        return tree.text
     out, stack = [], [tree]
     while stack:
         node = stack.pop()
@@ -100,25 +102,129 @@ def _render(tree, step: int, steps: int) -> str:
     return "".join(out)
 
 
+# What the Earley parses of one prompt may be given: a parse's cost grows with the square (or worse) of the
+# brackets it holds (64 in one group take seconds), and each parse costs some milliseconds, so a prompt is parsed
+# group by group (:func:`_segments`), only the groups that can hold a schedule, and refused beyond these bounds.
+MAX_GROUP_BRACKETS = 64  # brackets in one top-level group (or in a whole prompt whose brackets do not balance)
+MAX_PARSE_WORK = 16384  # the sum over the parsed groups of (their bracket count + 8) squared
+
+
+def _segments(prompt: str) -> list[str] | None:
+    """The prompt cut where its bracket depth is back to 0: each top-level bracket group, and the text between
+    them (escaped characters, ``\\(``, count as text), except between two of ``[]():``. None when the brackets
+    do not balance.
+
+    No group of the grammar can span such a cut (a group's inside is balanced), and no run of literal
+    brackets and colons either (the grammar's other way to read them), so parsing the pieces one by one gives
+    what parsing the whole gives (``tests/test_prompt_fuzz.py`` compares both on drawn prompts), at a cost
+    linear in the number of groups instead of cubic."""
+    pieces, start, depth, i = [], 0, 0, 0
+    while i < len(prompt):
+        char = prompt[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char in "([":
+            if depth == 0 and i > start:
+                pieces.append(prompt[start:i])
+                start = i
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+            if depth < 0:
+                return None
+            if depth == 0:
+                pieces.append(prompt[start:i + 1])
+                start = i + 1
+        i += 1
+    if depth != 0:
+        return None
+    if start < len(prompt):
+        pieces.append(prompt[start:])
+    merged: list[str] = []
+    for piece in pieces:  # a cut between two of "[]():" is no cut: the grammar may read both as one literal run
+        if merged and merged[-1][-1] in _LITERAL and piece[0] in _LITERAL:
+            merged[-1] += piece
+        else:
+            merged.append(piece)
+    return merged
+
+
+_LITERAL = "[]():"  # what the grammar's start rule may take as a literal run
+
+
+def _brackets(text: str) -> int:
+    return sum(text.count(char) for char in "[]()")
+
+
+def _parse_pieces(prompt: str) -> list | None:
+    """The parse trees of the prompt's pieces (:func:`_segments`; the whole prompt when its brackets do not
+    balance), or None when the grammar does not accept it. A piece with no ``[``, ``|`` or backslash holds no
+    schedule and is always accepted: it is not parsed. ``ValueError`` when the rest holds more brackets than
+    the parses take in a few seconds (:data:`MAX_GROUP_BRACKETS`, :data:`MAX_PARSE_WORK`)."""
+    pieces = _segments(prompt)
+    if pieces is None:
+        count = _brackets(prompt)
+        if count > MAX_GROUP_BRACKETS:
+            raise ValueError(f"prompt editing: the prompt's brackets do not balance and there are {count} of them; "
+                             f"at most {MAX_GROUP_BRACKETS} can be parsed then (balance them or remove some)")
+        pieces = [prompt]
+    parsed = [piece for piece in pieces if _needs_parse(piece)]
+    counts = [_brackets(piece) for piece in parsed]
+    if max(counts, default=0) > MAX_GROUP_BRACKETS or sum((c + 8) ** 2 for c in counts) > MAX_PARSE_WORK:
+        raise ValueError(f"prompt editing: too many brackets to parse ({len(parsed)} groups with [ ] or |, the "
+                         f"largest holding {max(counts)} brackets; at most {MAX_GROUP_BRACKETS} in a group, fewer "
+                         "in all); simplify the prompt")
+    trees = []
+    for piece in pieces:
+        tree = _parse(piece) if _needs_parse(piece) else _Text(piece)
+        if tree is None:
+            return None
+        trees.append(tree)
+    return trees
+
+
+def _needs_parse(piece: str) -> bool:
+    """Whether the grammar has a say on ``piece``: without ``[``, ``|`` and backslashes it holds no schedule
+    and is accepted as written (``(``, ``)`` and ``:`` alone always are)."""
+    return any(char in piece for char in "[|\\")
+
+
+class _Text:
+    """A piece without brackets, standing for its parse tree (nothing to resolve: it renders as written)."""
+
+    data = "text"
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def iter_subtrees(self):
+        return iter(())
+
+
 def prompt_schedule(prompt: str, steps: int) -> Schedule:
     """``[(end_at_step, text), ...]`` for ``steps`` sampling steps, the last entry ending at ``steps``.
+
+    Raises ``ValueError`` for ``steps`` below 1 and for a prompt with more brackets than can be parsed in a few
+    seconds (see :data:`MAX_GROUP_BRACKETS`); only prompts that may hold a schedule are parsed.
 
     >>> prompt_schedule("a [cat:dog:0.5] on a sofa", 10)
     [(5, 'a cat on a sofa'), (10, 'a dog on a sofa')]
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, not {steps}")
-    tree = _parse(prompt) if _may_schedule(prompt) else None
-    if tree is None:
+    trees = _parse_pieces(prompt) if _may_schedule(prompt) else None
+    if trees is None:
         return [(steps, prompt)]
     ends = {steps}
-    for node in _nodes(tree, "scheduled"):
+    scheduled = [node for tree in trees for node in _nodes(tree, "scheduled")]
+    for node in scheduled:
         when = _switch_step(node.children[-2], steps)
         if when >= 1:
             ends.add(when)
-    if _nodes(tree, "alternate"):
+    if any(_nodes(tree, "alternate") for tree in trees):
         ends.update(range(1, steps + 1))
-    return [(end, _render(tree, end, steps)) for end in sorted(ends)]
+    return [(end, "".join(_render(tree, end, steps) for tree in trees)) for end in sorted(ends)]
 
 
 def is_edited(schedule: Schedule) -> bool:

@@ -74,7 +74,11 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", dest="training_height", type=int, default=0, help="default: the model's size")
     p.add_argument("--varsize", action="store_true", help="do not resize the pictures (batched by size)")
     p.add_argument("--log-dir", dest="log_directory", default=d.log_directory,
-                   help=f"log folder, relative to the project folder unless absolute (default {d.log_directory})")
+                   help=f"log folder, relative to the first --train-data-dir unless absolute (default "
+                        f"{d.log_directory})")
+    p.add_argument("--train-data-dir", type=Path, action="append", default=None, metavar="DIR",
+                   help="a folder the dataset and the log folder must lie in (repeat for several; default: the "
+                        "project folder)")
     p.add_argument("--save-every", dest="save_hypernetwork_every", type=int, default=d.save_hypernetwork_every,
                    help="save a copy every N steps (0: never)")
     p.add_argument("--preview-every", dest="create_image_every", type=int, default=d.create_image_every,
@@ -182,6 +186,7 @@ def train(argv: list[str]) -> int:
         return _relaunch(count)
     import torch
 
+    from ..confine import training_roots
     from ..errors import ModelError
     from ..library import HypernetworkLibrary
     from .config import TrainingConfig, TrainingError
@@ -190,7 +195,7 @@ def train(argv: list[str]) -> int:
 
     args = train_parser().parse_args(argv)
     values = {k: v for k, v in vars(args).items() if k not in ("hypernetwork_dir", "ckpt_dir", "ckpt", "device",
-                                                               "precision")}
+                                                               "precision", "train_data_dir")}
     values["preview_from_txt2img"] = args.preview_prompt is not None
     values["preview_prompt"] = args.preview_prompt or ""
     config = TrainingConfig.from_request(values)
@@ -216,7 +221,8 @@ def train(argv: list[str]) -> int:
         from . import train as train_module
 
         result = train_module.train_hypernetwork(config, model, HypernetworkLibrary(args.hypernetwork_dir),
-                                                 monitor=monitor, accelerator=accelerator, stop_event=stop)
+                                                 monitor=monitor, accelerator=accelerator, stop_event=stop,
+                                                 roots=training_roots(args.train_data_dir))
     except TrainingError as exc:
         reporter.stop()
         print(f"error: {exc}", file=sys.stderr)

@@ -70,6 +70,19 @@ def resolve_dir(path, root: Path) -> Path:
     return path if path.is_absolute() else Path(root) / path
 
 
+def training_dir(path, root: Path, roots, field: str) -> Path:
+    """A directory parameter resolved (:func:`resolve_dir`), or, when ``roots`` is given, confined to them
+    (:func:`extension.confine.confine_dir`: relative to the first root; outside them a :class:`TrainingError`)."""
+    if roots is None:
+        return resolve_dir(path, root)
+    from ..confine import OutsideRoots, confine_dir
+
+    try:
+        return confine_dir(path, roots, field)
+    except OutsideRoots as exc:
+        raise TrainingError(str(exc)) from None
+
+
 def native_size(model) -> int:
     """The model's native picture size (its UNet sample size times the VAE factor)."""
     pipe = model.pipe
@@ -92,7 +105,7 @@ def network_path(name: str, library: HypernetworkLibrary) -> Path:
 def train_hypernetwork(config: TrainingConfig, model, library: HypernetworkLibrary, *, job=None,
                        monitor: TrainingMonitor | None = None, accelerator=None, root: Path | None = None,
                        templates_dir: Path | None = None, template_paths: bool = True,
-                       stop_event=None) -> TrainingResult:
+                       stop_event=None, roots=None) -> TrainingResult:
     """Train the hypernetwork ``config.hypernetwork_name`` from ``library`` on ``model``.
 
     Args:
@@ -107,6 +120,9 @@ def train_hypernetwork(config: TrainingConfig, model, library: HypernetworkLibra
         templates_dir: the templates folder (``textual_inversion_templates/``).
         template_paths: whether ``template_filename`` may be a path (the REST API allows names only).
         stop_event: a ``threading.Event`` that, once set, stops the run at the next step with a save (Ctrl+C).
+        roots: the folders ``data_root``, ``log_directory`` and a template given as a path must lie in
+            (``--train-data-dir``; relative paths are then relative to the first; a template may also lie in the
+            templates folder), or None for no confinement (``root`` then decides).
 
     Returns:
         A :class:`TrainingResult`. Raises :class:`TrainingError` for anything that stops a run from starting.
@@ -123,11 +139,19 @@ def train_hypernetwork(config: TrainingConfig, model, library: HypernetworkLibra
     if not set(network.layers) & widths:
         raise TrainingError(f"hypernetwork {name!r} has modules for widths {sorted(network.layers)}, none of which "
                             f"this model's attention uses ({sorted(widths)}); create one for this model")
-    template = find_template(config.template_filename, templates_dir, allow_paths=template_paths)
+    data_dir = training_dir(config.data_root, root, roots, "data_root")  # checked before anything is read
+    log_dir = training_dir(config.log_directory, root, roots, "log_directory")
+    template_name = str(config.template_filename or "").strip()
+    if roots is not None and template_paths and (len(Path(template_name).parts) > 1
+                                                 or Path(template_name).is_absolute()):
+        # a template given as a path: in the training folders or the templates folder (relative to the first)
+        template_name = str(training_dir(template_name, root, (*roots, Path(templates_dir or paths.TEMPLATES_DIR)),
+                                         "template_filename"))
+    template = find_template(template_name, templates_dir, allow_paths=template_paths)
     prompts = PromptMaker(tuple(read_template(template)), name, config.shuffle_tags, config.tag_drop_out)
     size = native_size(model)
     width, height = config.training_width or size, config.training_height or size
-    pictures = load_pictures(resolve_dir(config.data_root, root), width, height, varsize=config.varsize,
+    pictures = load_pictures(data_dir, width, height, varsize=config.varsize,
                              use_weight=config.use_weight, word_regex=config.dataset_filename_word_regex,
                              join_string=config.dataset_filename_join_string,
                              latent_factor=int(getattr(model.pipe, "vae_scale_factor", 8)))
@@ -144,7 +168,7 @@ def train_hypernetwork(config: TrainingConfig, model, library: HypernetworkLibra
     config = dataclasses.replace(config, seed=seed, training_width=width, training_height=height)
     if accelerator is None:
         accelerator = make_accelerator(model.device, config.mixed_precision)
-    folder = checkpoints.log_folder(resolve_dir(config.log_directory, root), name)
+    folder = checkpoints.log_folder(log_dir, name)
     if accelerator.is_main_process:
         folder.mkdir(parents=True, exist_ok=True)
         write_settings(folder, {**config.as_dict(), "model_name": model.name, "model_hash": model.shorthash,

@@ -15,12 +15,14 @@ from __future__ import annotations
 import html
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
 
 from .callbacks import SettingSpec
+from .gate import file_roots, install_gate
 from .state import AppState, ServeOptions, build_state
 from .train import build_train_tab
 from .txt2img import PageUI, build_script_tab, build_txt2img_tab, messages_html
@@ -268,6 +270,9 @@ def build_blocks(ctx: AppState) -> tuple[gr.Blocks, PageUI]:
         ui.model_changed = ui.checkpoint.input(
             load_checkpoint, [ui.checkpoint], [model_status, ui.checkpoint, ui.demo_hint, demo_text_md],
             api_name="load_checkpoint", concurrency_limit=1, concurrency_id="gpu", show_progress="full")
+        sizes = ui.extras.get("train_sizes")
+        if sizes is not None:  # the Create panel offers the loaded model's widths
+            ui.model_changed.then(sizes[1], None, [sizes[0]], api_visibility="private", queue=False)
         ctx.callbacks.call_each("ui_loaded", ctx, ui, demo)
     return demo, ui
 
@@ -306,7 +311,23 @@ def build_app(state: AppState, configure: Callable[[Any, AppState], None] | None
     gr.mount_gradio_app(app, demo, path="/", auth=auth, head=head_html(options.javascript_dir),
                         css=page_css(options.style_css), server_name="0.0.0.0" if options.listen else "127.0.0.1",
                         server_port=options.port, footer_links=["api", "gradio", "settings"])
+    # Gradio's auth leaves part of its routes open; the gate closes them and confines its file routes
+    app.state.gate = install_gate(app, dict(auth or []), file_roots(options))
     return app
+
+
+def exposure_warnings(options) -> list[str]:
+    """What to warn about at start: a server reachable from other machines (``--listen``) without a login."""
+    if not options.listen:
+        return []
+    warnings = []
+    if not options.nowebui and not (options.gradio_auth or options.gradio_auth_path):
+        warnings.append("--listen without --gradio-auth: anyone who can reach this machine on port "
+                        f"{options.port} can use the web UI (generate, train, read the model names)")
+    if (options.api or options.nowebui) and not (options.api_auth or options.api_auth_path):
+        warnings.append("--listen without --api-auth: anyone who can reach this machine on port "
+                        f"{options.port} can use the REST API (/sdapi/v1: generate, train, change options)")
+    return warnings
 
 
 def serve(options, configure: Callable[[Any, AppState], None] | None = None) -> None:
@@ -317,6 +338,11 @@ def serve(options, configure: Callable[[Any, AppState], None] | None = None) -> 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     options = ServeOptions.from_namespace(options)
+    # the images Gradio shows are copied into its temporary folder: keep it inside the output folder, the one
+    # folder (with the models folders) its file routes may serve from
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(Path(options.outdir).resolve() / ".gradio"))
+    for warning in exposure_warnings(options):
+        print(f"WARNING: {warning}", file=sys.stderr, flush=True)
     state = build_state(options)
     try:
         model = state.current_model()

@@ -50,10 +50,23 @@ class ServeOptions:
     api_auth: str | None = None
     api_auth_path: Path | None = None
     api_log: bool = False
+    # The folders training may read (data_root) and write (log_directory): --train-data-dir, one or more;
+    # None: the project folder. Relative training paths are relative to the first.
+    train_data_dir: tuple[Path, ...] | None = None
 
     def __post_init__(self):
         if self.port is None:
             self.port = 7861 if self.nowebui else 7860
+        if self.train_data_dir is not None:
+            roots = [self.train_data_dir] if isinstance(self.train_data_dir, (str, os.PathLike)) else self.train_data_dir
+            self.train_data_dir = tuple(Path(root) for root in roots) or None
+
+    @property
+    def training_roots(self) -> tuple[Path, ...]:
+        """The training folders as real paths (:func:`extension.confine.training_roots`)."""
+        from ..confine import training_roots
+
+        return training_roots(self.train_data_dir)
 
     @classmethod
     def from_namespace(cls, options: Any) -> "ServeOptions":
@@ -246,7 +259,7 @@ class AppState:
             job.set_preview(lambda: _latest_preview(monitor))
             model = self.current_model()
             return train_hypernetwork(config, model, self.library, job=job, monitor=monitor,
-                                      template_paths=template_paths)
+                                      template_paths=template_paths, roots=self.options.training_roots)
 
     # -- previews ------------------------------------------------------------------------------------------
     def preview_data_uri(self, path: Path, size: int = 256) -> str | None:
