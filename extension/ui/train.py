@@ -24,6 +24,9 @@ from .state import AppState
 log = logging.getLogger(__name__)
 
 DEFAULTS = TrainingConfig()
+# AUTOMATIC1111's training options on the Settings tab (and /sdapi/v1/options); every run reads them
+TRAINING_SETTINGS = ("save_optimizer_state", "training_write_csv_every", "dataset_filename_word_regex",
+                     "dataset_filename_join_string")
 
 
 def _model_widths(ctx: AppState) -> list[str]:
@@ -92,6 +95,7 @@ def build_create_panel(ctx: AppState, ui) -> tuple[Any, list]:
             return _status_html(str(exc), "error")
         return _status_html(f"Created: {path}", "ok")
 
+    ui.extras["train_sizes"] = (sizes, lambda: gr.update(choices=_model_widths(ctx), value=_model_widths(ctx)))
     event = create.click(do_create, [name, sizes, structure, activation, weight_init, layer_norm, use_dropout,
                                      activate_output, dropout, overwrite, file_format], [result],
                          api_visibility="private", queue=False)
@@ -194,7 +198,8 @@ def build_train_panel(ctx: AppState, ui) -> tuple[Any, Any]:
                 preview_prompt=prompt or "", preview_negative_prompt=negative or "", preview_steps=txt_steps,
                 preview_sampler_name=sampler, preview_cfg_scale=cfg, preview_seed=txt_seed,
                 preview_width=txt_width, preview_height=txt_height,
-                clip_skip=int(ctx.settings.get("CLIP_stop_at_last_layers", 1) or 1)))
+                clip_skip=int(ctx.settings.get("CLIP_stop_at_last_layers", 1) or 1),
+                **{key: ctx.settings.get(key) for key in TRAINING_SETTINGS if ctx.settings.get(key) is not None}))
             result = ctx.train(config, monitor=monitor, source="ui")
         except TrainingError as exc:
             monitor.set_state("error", str(exc))
