@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..fileio import atomic_write_text
+from ..images import save_png_as
 from .dataset import grid
 from .evaluate import generate
 from ..hypernetwork.attention import hypernetworks_applied
@@ -38,6 +40,6 @@ def write_card(pipe, network, network_path, steps: int = 20, scale: int = 2) -> 
     prompts = list(PREVIEW_PROMPTS)
     with hypernetworks_applied(pipe, [(network, 1.0)]):
         images = generate(pipe, prompts, list(range(len(prompts))), steps)
-    grid(images, 2, scale).save(preview)
-    description.write_text(DESCRIPTION + "\n", encoding="utf-8")
+    save_png_as(grid(images, 2, scale), preview)  # both beside the network file a server may be listing
+    atomic_write_text(description, DESCRIPTION + "\n")
     return preview, description
