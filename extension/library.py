@@ -12,6 +12,7 @@ import collections
 import dataclasses
 import difflib
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -22,6 +23,7 @@ from .hypernetwork import Hypernetwork, HypernetworkInfo, load_hypernetwork, rea
 from .hypernetwork.files import SUFFIXES
 from .prompt.tags import HypernetworkRequest
 
+logger = logging.getLogger(__name__)
 PREVIEW_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "gif")
 MAX_DESCRIPTION_BYTES = 64 << 10  # a description longer than this is cut (a .json one is ignored)
 
@@ -263,6 +265,9 @@ class HypernetworkLibrary:
             info, error = read_info(entry.path), None
         except HypernetworkError as exc:
             info, error = None, exc.message
+        except Exception as exc:  # noqa: BLE001 - one file, whatever it holds, never breaks the listing
+            logger.exception("reading %s failed", entry.path)
+            info, error = None, f"could not be read ({type(exc).__name__}: {str(exc)[:300]})"
         details = EntryDetails(entry, info, error)
         with self._lock:
             self._details[entry.identity] = details
@@ -319,7 +324,14 @@ class HypernetworkLibrary:
                 self._loaded.move_to_end(entry.identity)
                 return network
             self._check_inside(entry)
-            network = load_hypernetwork(entry.path)
+            try:
+                network = load_hypernetwork(entry.path)
+            except HypernetworkError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a file's failure is the file's, with its name
+                logger.exception("loading %s failed", entry.path)
+                raise HypernetworkError(f"could not be loaded ({type(exc).__name__}: {str(exc)[:300]})",
+                                        entry.path) from exc
             self._hashes.setdefault(entry.identity, network.sha256)
             self._loaded[entry.identity] = network
             while len(self._loaded) > self.max_loaded:

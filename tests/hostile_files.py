@@ -409,6 +409,41 @@ def _zip_attacks(folder: Path, suffix: str, clean_pt: bytes, group: str, scope: 
     return out
 
 
+def _metadata_attacks(folder: Path, clean_pt: bytes, clean_st: bytes, group: str, scope: str) -> list[Hostile]:
+    """Clean networks whose metadata is nested or cyclic beyond what any repr, card or JSON can take."""
+    out: list[Hostile] = []
+    pkl, records = _split_torch_zip(clean_pt)
+    assert pkl.endswith(b"u.")  # the top dict's last SETITEMS, still open: a pair added before it joins the dict
+
+    def with_pair(key: str, value_ops: bytes) -> bytes:
+        return torch_zip(pkl[:-2] + _str(key) + value_ops + b"u.", records)
+
+    def add(filename, data, kind, what, outcome="refused", error=r"malformed metadata"):
+        (folder / filename).write_bytes(data)
+        out.append(Hostile(group, filename, f"{scope}:{kind}", what, outcome, error if outcome == "refused" else ""))
+
+    depth = 50_000
+    add("deep-metadata.pt", with_pair("optional_info", b"]" * depth + b"a" * (depth - 1)), "deep-metadata",
+        f"optional_info {depth:,} lists deep (every repr of it raised RecursionError and broke the cards panel)")
+    add("cyclic-metadata.pt", with_pair("optional_info", b"]q\x00h\x00a"), "cyclic-metadata",
+        "optional_info a list that contains itself: shown as text", outcome="works")
+    add("step-list.pt", with_pair("step", b"]" + b"(" + b"K\x01" * 50_000 + b"e"), "step-list",
+        "step a list of 50,000 numbers (its repr was the error message)")
+    header_len = struct.unpack("<Q", clean_st[:8])[0]
+    header = json.loads(clean_st[8:8 + header_len])
+    body = clean_st[8 + header_len:]
+
+    def st_with(key: str, value: str) -> bytes:
+        return safetensors_bytes({**header, "__metadata__": {**header["__metadata__"], key: value}}, body)
+
+    add("st-deep-json.safetensors", st_with("optional_info", "[" * 100_000 + "]" * 100_000), "st-deep-json",
+        "a .safetensors whose optional_info is JSON 100,000 levels deep (past the decoder's depth: kept as text)",
+        outcome="works")
+    add("st-nested-metadata.safetensors", st_with("optional_info", "[" * 40 + "]" * 40), "st-nested-metadata",
+        "a .safetensors whose optional_info is JSON 40 levels deep")
+    return out
+
+
 def _damage_attacks(folder: Path, suffix: str, clean_pt: bytes, clean_st: bytes | None, group: str,
                     scope: str) -> list[Hostile]:
     out: list[Hostile] = []
@@ -513,6 +548,7 @@ def write_hypernetworks(folder: Path, outside: Path, markers: Path) -> list[Host
     out += _zip_attacks(folder, ".pt", clean_pt, group, scope)
     out += _damage_attacks(folder, ".pt", clean_pt, clean_st, group, scope)
     out += _safetensors_attacks(folder, group, scope, MAX_SAFETENSORS_HEADER, "48.k.linear.0.weight")
+    out += _metadata_attacks(folder, clean_pt, clean_st, group, scope)
     secret = outside / "secret.pt"
     secret.write_bytes(clean_pt)
     (outside / "secret.txt").write_text("SECRET TEXT OUTSIDE THE FOLDER", encoding="utf-8")

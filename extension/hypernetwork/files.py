@@ -83,9 +83,54 @@ def _decode_metadata(metadata: dict) -> dict:
         if key in metadata:
             try:
                 out[key] = json.loads(metadata[key])
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # not JSON, or nested past the decoder's depth: the raw text
                 out[key] = metadata[key]
     return out
+
+
+# Metadata is shown on cards, written into infotexts and sent as JSON: it must be plain and shallow.
+MAX_METADATA_DEPTH = 16
+_TEXT_KEYS = ("name", "sd_checkpoint", "sd_checkpoint_name", "optional_info")
+
+
+def short_repr(value, limit: int = 120) -> str:
+    """``repr(value)``, bounded in depth and length (safe on any nesting)."""
+    import reprlib
+
+    shown = reprlib.Repr()
+    shown.maxlevel, shown.maxstring, shown.maxother = 3, limit, limit
+    return shown.repr(value)[:limit]
+
+
+def _depth(value, limit: int) -> int:
+    """How deep ``value`` nests (containers in containers), walked without recursion; stops past ``limit``."""
+    stack, seen, deepest = [(value, 1)], set(), 0
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, (dict, list, tuple, set, frozenset)) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        children = list(item.keys()) + list(item.values()) if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _check_metadata(state: dict, path) -> dict:
+    """Refuse metadata nested past :data:`MAX_METADATA_DEPTH` (a pickle of 50,000 nested lists made every
+    ``repr`` of it a RecursionError) or a ``step`` that is no number; make the text fields text."""
+    for key in [k for k in state if type(k) is str]:
+        value = state[key]
+        if _depth(value, MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
+            raise HypernetworkError(f"malformed metadata: {short_repr(key, 60)} is nested more than "
+                                    f"{MAX_METADATA_DEPTH} levels deep", path)
+        if key == "step" and value is not None and not isinstance(value, (int, float, str)):
+            raise HypernetworkError(f"malformed metadata: step {short_repr(value)}", path)
+        if key in _TEXT_KEYS and value is not None and not isinstance(value, str):
+            state[key] = short_repr(value, 2000)
+    return state
 
 
 def _safetensors_to_state(handle, path) -> dict:
@@ -99,7 +144,7 @@ def _safetensors_to_state(handle, path) -> dict:
         tensors = safetensors_file.read_tensors(handle, header)
     except (safetensors_file.SafetensorsError, OSError) as exc:
         raise HypernetworkError(str(exc), path) from exc
-    state: dict[Any, Any] = _decode_metadata(header.metadata)
+    state: dict[Any, Any] = _check_metadata(_decode_metadata(header.metadata), path)
     pairs: dict[int, tuple[dict, dict]] = {}
     for key, tensor in tensors.items():
         dim, which, param = key.split(".", 2)
@@ -148,7 +193,7 @@ def _read(path: Path, handle, map_location="cpu") -> dict:
                                     "not a dict of attention widths)", path)
     if not any(type(key) is int for key in state):
         raise _not_a_hypernetwork(state.keys(), path)
-    return state
+    return _check_metadata(state, path)
 
 
 def read_state(path) -> tuple[dict, str]:
@@ -266,8 +311,8 @@ class HypernetworkInfo:
 def _info(config: HypernetworkConfig, metadata: dict, path: Path, fmt: str, sha256: str | None) -> HypernetworkInfo:
     try:
         step = int(metadata.get("step") or 0)
-    except (TypeError, ValueError):
-        raise HypernetworkError(f"malformed metadata: step {metadata.get('step')!r}", path) from None
+    except (TypeError, ValueError, OverflowError):
+        raise HypernetworkError(f"malformed metadata: step {short_repr(metadata.get('step'))}", path) from None
     text = lambda key: None if metadata.get(key) is None else str(metadata.get(key))  # noqa: E731
     return HypernetworkInfo(name=text("name") or path.stem, config=config, step=step,
                             sd_checkpoint=text("sd_checkpoint"), sd_checkpoint_name=text("sd_checkpoint_name"),
@@ -287,7 +332,7 @@ def read_info(path) -> HypernetworkInfo:
     header, metadata = read_safetensors_header(path)
     if metadata.get("format") != SAFETENSORS_FORMAT and not _looks_like_hypernetwork_keys(header):
         raise _not_a_hypernetwork(header, path)
-    meta = _decode_metadata(metadata)
+    meta = _check_metadata(_decode_metadata(metadata), path)
     sizes = sorted({int(key.split(".", 1)[0]) for key in header})
     if not sizes:
         raise NotAHypernetworkError("this file is not a hypernetwork (it has no attention-width entries)", path)
