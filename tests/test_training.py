@@ -162,7 +162,8 @@ def test_options_that_change_the_data_still_train(model, dataset, tmp_path):
     result = train_hypernetwork(config(dataset, tmp_path, steps=3, flip=True, shuffle_tags=True, tag_drop_out=0.3,
                                        latent_sampling_method="random", use_weight=True, optimizer="SGD",
                                        clip_grad_mode="norm", clip_grad_value="1.0", gradient_step=2,
-                                       template_filename="hypernetwork.txt", gradient_checkpointing=True),
+                                       template_filename="hypernetwork.txt", gradient_checkpointing=True,
+                                       snr_gamma=5),
                                model, library)
     assert result.status == "finished"
     assert any(not torch.equal(a, b) for a, b in zip(before, result.network.weights()))
@@ -349,3 +350,15 @@ def test_the_pinned_text_context_gives_the_gradients_of_the_per_layer_transform(
         for a, b in zip(reference, grads(pin, checkpointing)):
             torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
     unet.disable_gradient_checkpointing()
+
+
+def test_min_snr_weights_count_nearly_noiseless_steps_less(model):
+    from extension.training.loss import noise_scheduler, snr_weights
+
+    scheduler = noise_scheduler(model.pipe)
+    timesteps = torch.tensor([0, 10, 500, 999])
+    alphas = scheduler.alphas_cumprod[timesteps]
+    snr = alphas / (1 - alphas)
+    weights = snr_weights(scheduler, timesteps, 5.0)
+    assert torch.allclose(weights, torch.clamp(snr, max=5.0) / snr)
+    assert weights[0] < 0.01 and weights[-1] == 1.0  # t=0 (SNR in the thousands) barely counts; t=999 fully

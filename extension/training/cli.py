@@ -96,6 +96,8 @@ def train_parser() -> argparse.ArgumentParser:
                    help="a torch.optim optimizer (default AdamW)")
     p.add_argument("--mixed-precision", default=d.mixed_precision, choices=PRECISIONS)
     p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--snr-gamma", type=float, default=0.0,
+                   help="min-SNR-gamma loss weighting, e.g. 5 (default 0: AUTOMATIC1111's plain loss)")
     p.add_argument("--no-optimizer-state", dest="save_optimizer_state", action="store_false",
                    help="do not write .optim sidecars (then a resume starts a fresh optimizer)")
     p.add_argument("--csv-every", dest="training_write_csv_every", type=int, default=d.training_write_csv_every)

@@ -74,6 +74,7 @@ class TrainingConfig:
     seed: int | None = None            # None: drawn at random (and recorded in the settings file)
     mixed_precision: str = "auto"      # auto: fp16 on CUDA, none on CPU
     gradient_checkpointing: bool = False
+    snr_gamma: float = 0.0             # min-SNR-gamma loss weighting (e.g. 5); 0: AUTOMATIC1111's plain loss
     save_optimizer_state: bool = True  # A1111's setting defaults to False; resuming needs it
     training_write_csv_every: int = 500
     clip_skip: int = 1                 # A1111's CLIP_stop_at_last_layers
@@ -156,6 +157,7 @@ class TrainingConfig:
         whole("preview_seed", -1)
         real("tag_drop_out", 0.0, 1.0)
         real("preview_cfg_scale", 1.0, 30.0)
+        real("snr_gamma", 0.0, 1000.0)
         for field in ("varsize", "shuffle_tags", "use_weight", "preview_from_txt2img", "flip",
                       "gradient_checkpointing", "save_optimizer_state"):
             flag(field)

@@ -28,7 +28,7 @@ from .config import TrainingConfig
 from .dataset import Picture, batch_plan
 from .latents import LatentCache
 from .log import append_loss_row
-from .loss import diffusion_loss, noise_scheduler, noisy_and_target
+from .loss import diffusion_loss, noise_scheduler, noisy_and_target, snr_weights
 from .monitor import TrainingMonitor
 from .preview import make_preview, preview_request
 from .randomness import numpy_rng, torch_generator
@@ -203,7 +203,9 @@ class Loop:
                     with sync:
                         prediction = trainee(noisy.to(unet_dtype), timesteps, context.to(device, unet_dtype),
                                              self._added_cond(indices, pooled, unet_dtype, device))
-                        loss = diffusion_loss(prediction, target, weight) / config.gradient_step
+                        sample_weight = (snr_weights(scheduler, timesteps, config.snr_gamma) if config.snr_gamma
+                                         else None)
+                        loss = diffusion_loss(prediction, target, weight, sample_weight) / config.gradient_step
                         accelerator.backward(loss)
                     total += float(loss.detach())
                 mean_loss = float(accelerator.reduce(torch.tensor(total, device=device), "mean")) \
