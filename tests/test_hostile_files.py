@@ -305,6 +305,12 @@ def test_server_lists_every_file_it_may_and_shows_each_error_on_its_card(server,
     names = {item["name"] for item in listed}
     expected = of(manifest, HYPERNETWORKS)
     assert names == {item.name for item in expected if item.outcome != "hidden"}
+    errors = {item["name"]: item["error"] for item in listed}
+    for item in expected:
+        if item.outcome == "refused":
+            assert errors[item.name] and re.search(item.error, errors[item.name], re.I), (item, errors[item.name])
+        elif item.outcome != "hidden":
+            assert errors[item.name] is None, (item, errors[item.name])
     assert all(Path(item["path"]).resolve().is_relative_to(Path(manifest["hypernetworks"]).resolve())
                for item in listed)
     panel = cards_panel(server)

@@ -31,6 +31,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Req
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import samplers
 from ..errors import HypernetworkError, ModelError
@@ -92,7 +93,7 @@ class ApiRoute(APIRoute):
                 return error_response(exc.status, exc.kind, str(exc))
             except RequestValidationError as exc:
                 return validation_response(exc)
-            except HTTPException as exc:
+            except StarletteHTTPException as exc:  # FastAPI's, and Starlette's own (a body that is not UTF-8: 400)
                 kind = "Unauthorized" if exc.status_code == 401 else "HTTPException"
                 return error_response(exc.status_code, kind, str(exc.detail), headers=getattr(exc, "headers", None))
             except Exception as exc:  # noqa: BLE001 - a bug: say so, log it, keep serving
@@ -541,8 +542,11 @@ def make_router(ctx, credentials: dict[str, str]) -> APIRouter:
 
     @router.get("/hypernetworks", response_model=list[schemas.HypernetworkItem], summary="Hypernetworks")
     def get_hypernetworks() -> list:
-        """Every hypernetwork file of the folder (every format), as of the last scan."""
-        return [{"name": entry.name, "path": str(entry.path)} for entry in ctx.library.entries()]
+        """Every hypernetwork file of the folder (every format), as of the last scan, with the error of each file
+        that cannot be used (read from headers and pickles only, cached; see the cards)."""
+        library = ctx.library
+        return [{"name": entry.name, "path": str(entry.path), "error": library.details(entry).error}
+                for entry in library.entries()]
 
     @router.post("/refresh-hypernetworks", response_model=schemas.RefreshHypernetworksResponse,
                  summary="Rescan the hypernetworks folder (not in AUTOMATIC1111)")

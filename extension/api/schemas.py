@@ -151,6 +151,8 @@ class SDVaeItem(BaseModel):
 class HypernetworkItem(BaseModel):
     name: str
     path: Optional[str] = None
+    error: Optional[str] = Field(None, description="why the file cannot be used (refused, corrupt, not a "
+                                                    "hypernetwork); null when it loads. Not in AUTOMATIC1111")
 
 
 class RefreshHypernetworksResponse(BaseModel):
