@@ -362,3 +362,14 @@ def test_min_snr_weights_count_nearly_noiseless_steps_less(model):
     weights = snr_weights(scheduler, timesteps, 5.0)
     assert torch.allclose(weights, torch.clamp(snr, max=5.0) / snr)
     assert weights[0] < 0.01 and weights[-1] == 1.0  # t=0 (SNR in the thousands) barely counts; t=999 fully
+
+
+def test_a_server_can_run_trainings_with_different_precision_one_after_the_other():
+    """accelerate keeps one process-wide state; a run after one with another precision must not fail."""
+    from accelerate import Accelerator
+
+    from extension.training.train import make_accelerator
+
+    Accelerator(cpu=True, mixed_precision="bf16")  # what an earlier run in this process may have left
+    accelerator = make_accelerator(torch.device("cpu"), "auto")
+    assert accelerator.mixed_precision == "no" and accelerator.device.type == "cpu"

@@ -194,8 +194,10 @@ def make_accelerator(device: torch.device, mixed_precision: str = "auto"):
     if device.type != "cuda" and precision != "no":
         precision = "no"  # CPU autocast in half precision helps nothing here and loses accuracy
     state = AcceleratorState._shared_state
-    if state and state.get("mixed_precision") not in (None, precision) and not _distributed():
-        AcceleratorState._reset_state(reset_partial_state=True)  # a previous run in this server used another
+    changed = state and (state.get("_mixed_precision") not in (None, precision)
+                         or (device.type == "cpu" and getattr(state.get("device"), "type", "cpu") != "cpu"))
+    if changed and not _distributed():
+        AcceleratorState._reset_state(reset_partial_state=True)  # a previous run in this server chose otherwise
     return Accelerator(cpu=device.type == "cpu", mixed_precision=precision)
 
 
