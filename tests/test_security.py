@@ -264,3 +264,12 @@ def test_confine_dir():
         with pytest.raises(OutsideRoots):
             confine_dir(bad, roots, "f")
     assert training_roots(None) == (Path(os.path.realpath(Path(__file__).resolve().parent.parent)),)
+
+
+def test_a_body_that_is_not_utf8_is_a_400(secured):
+    """Found by the fuzzer: Starlette's own 400 for such a body came out as a 500."""
+    answer = requests.post(f"{secured.api}/create/hypernetwork", data=b"\x8fG", auth=API, timeout=30,
+                           headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400, answer.text
+    nul = secured.post("options", {"sd_model_checkpoint": "x\u0000y"}, auth=API)  # was a 500 (embedded null byte)
+    assert nul.status_code == 422 and "sd_model_checkpoint" in nul.json()["detail"]
