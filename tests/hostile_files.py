@@ -624,6 +624,47 @@ def write_checkpoints(folder: Path, outside: Path, markers: Path) -> list[Hostil
 
     save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.ones(4, 4, 3, 3)}, str(secret))
     out += _symlink_attacks(folder, outside, ".safetensors", group, scope, secret)
+    out += _diffusers_attacks(folder, clean_pt, markers, secret, group, scope)
+    return out
+
+
+def _diffusers_attacks(folder: Path, clean_pt: bytes, markers: Path, secret: Path, group: str,
+                       scope: str) -> list[Hostile]:
+    """Diffusers folders (``model_index.json`` and component folders) holding a hostile weight file."""
+    from safetensors.torch import save_file
+
+    out: list[Hostile] = []
+    pkl, records = _split_torch_zip(clean_pt)
+
+    def model(name: str, what: str, error: str, files: dict[str, bytes | Path]):
+        root = folder / name
+        (root / "unet").mkdir(parents=True)
+        (root / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+        (root / "unet" / "config.json").write_text("{}")
+        save_file({"w": torch.zeros(2)}, str(root / "text_encoder.safetensors"))
+        for rel, content in files.items():
+            target = root / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, Path):
+                target.symlink_to(content)
+            else:
+                target.write_bytes(content)
+        out.append(Hostile(group, name, f"{scope}:{name}", what, "refused", error))
+
+    model("diffusers-code", "a diffusers folder whose unet .bin calls os.system", REFUSED_CODE,
+          {"unet/diffusion_pytorch_model.bin": torch_zip(inject(pkl, payload("os.system", markers / "diffusers")),
+                                                         records)})
+    model("diffusers-bomb", "a diffusers folder whose unet .bin is the 8 GiB zip bomb", BOMB,
+          {"unet/diffusion_pytorch_model.bin": write_zip([
+              Member("archive/data.pkl", pkl), Member("archive/data/0", deflate_zeros(BOMB_SIZE),
+                                                      zipfile.ZIP_DEFLATED, size=BOMB_SIZE),
+              Member("archive/version", b"3\n")])})
+    model("diffusers-link", "a diffusers folder whose unet weights link to a file outside the folder",
+          r"outside", {"unet/diffusion_pytorch_model.safetensors": secret})
+    model("diffusers-header", "a diffusers folder whose unet .safetensors header claims 2^62 bytes", HEADER,
+          {"unet/diffusion_pytorch_model.safetensors": safetensors_bytes({"w": {"dtype": "F32", "shape": [4],
+                                                                                 "data_offsets": [0, 16]}},
+                                                                           b"\0" * 16, length=1 << 62)})
     return out
 
 
@@ -682,8 +723,13 @@ def measure(manifest: dict) -> list[dict]:
     import time
     import warnings
 
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline  # noqa: F401 - imported before
+    # measuring, as a server has them: their import is not the file's cost
+
+    from extension.checkpoints.convert import load_diffusers_folder
     from extension.checkpoints.weights import read_state_dict
     from extension.hypernetwork import load_hypernetwork, read_info
+    from extension.tokenizer import clip_tokenizer  # noqa: F401
 
     records = []
     for item in manifest["files"]:
@@ -694,7 +740,7 @@ def measure(manifest: dict) -> list[dict]:
             steps = (("list", read_info), ("load", load_hypernetwork))
         else:
             path = Path(manifest["checkpoints"]) / item["path"]
-            steps = (("load", read_state_dict),)
+            steps = (("load", load_diffusers_folder if path.is_dir() else read_state_dict),)
         for step, function in steps:
             gc.collect()
             before = _memory_mb("VmRSS")

@@ -23,7 +23,7 @@ import torch
 from ..errors import ModelError
 from .detect import (SD2_TEXT_PREFIX, SDXL_TEXT2_PREFIX, VAE_PREFIX, cross_attention_width, detect_architecture,
                      guess_v_prediction, sidecar_config_dir, yaml_prediction_type)
-from .weights import read_state_dict
+from .weights import check_folder_weights, read_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -228,6 +228,7 @@ def load_diffusers_folder(folder, device: torch.device | str = "cpu", dtype: tor
     from ..tokenizer import clip_tokenizer
 
     folder = Path(folder)
+    check_folder_weights(folder)  # no pickle runs code, no bomb is unpacked, no link leads out
     index = _read_model_index(folder, folder)
     sdxl = index["_class_name"] == "StableDiffusionXLPipeline"
     te_config = folder / "text_encoder" / "config.json"

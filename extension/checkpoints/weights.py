@@ -89,6 +89,48 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
     return normalize_keys({k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)})
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def check_folder_weights(folder) -> None:
+    """Check every weight file of a diffusers folder as a single file is checked, before diffusers reads any:
+    pickles (``.bin``...) against :data:`safe_pickle.CHECKPOINT` (nothing run, no bomb unpacked),
+    ``.safetensors`` headers whole; links that leave the folder are refused.
+
+    Raises:
+        ModelError: naming the first file that fails.
+    """
+    folder = Path(folder)
+    root = folder.resolve()
+    for path in sorted(folder.rglob("*")):
+        suffix = path.suffix.lower()
+        if suffix not in PICKLE_SUFFIXES and suffix != ".safetensors" and suffix != ".json":
+            continue
+        if path.is_symlink():
+            try:
+                inside = path.resolve(strict=True).is_relative_to(root)
+            except (OSError, RuntimeError):
+                inside = False
+            if not inside:
+                raise ModelError(f"{path}: a link to something outside the model's folder; it was not read")
+        if not path.is_file():
+            continue
+        if suffix == ".json":
+            if path.stat().st_size > MAX_SAFETENSORS_HEADER:
+                raise ModelError(f"{path}: {path.stat().st_size:,} bytes, more than any config file needs")
+            continue
+        try:
+            with open(path, "rb") as handle:
+                if suffix == ".safetensors":
+                    safetensors_file.read_header(handle, MAX_SAFETENSORS_HEADER)
+                else:
+                    safe_pickle.check(handle, safe_pickle.CHECKPOINT, [name for _, name in _INERT_GLOBALS])
+        except safe_pickle.PickleRefused as exc:
+            raise ModelError(f"{path}: {exc}. Convert it to .safetensors with a tool you trust.") from exc
+        except (safe_pickle.PickleUnreadable, safetensors_file.SafetensorsError, OSError) as exc:
+            raise ModelError(f"{path}: {exc}") from exc
+
+
 def normalize_keys(state: dict) -> dict:
     """Old SD 1.x files name CLIP keys without ``text_model.``; AUTOMATIC1111 renames them, so do we."""
     old = tuple(SD1_TEXT_PREFIX + part for part in ("embeddings.", "encoder.", "final_layer_norm."))
