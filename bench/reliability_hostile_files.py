@@ -27,6 +27,7 @@ LIMITS = """Limits, checked before anything is unpacked (`extension/safe_pickle.
 | hypernetwork `.safetensors` | what the header's offsets span, inside the file | header at most 2 MiB, checked whole | header |
 | checkpoint `.ckpt` | never more than the file holds | 64 MiB, 2,097,152 opcodes, 524,288 objects | its directory entry |
 | checkpoint `.safetensors` | as above | header at most 8 MiB | its directory entry |
+| diffusers folder | each weight file checked as above before diffusers reads it; no link out | config JSON at most 8 MiB | its directory entries |
 | card preview | | at most 16 Mpx (read from the image header) | |
 
 Links out of either folder (or to nothing) and names that are not UTF-8 are not listed and never opened; the
