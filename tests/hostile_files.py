@@ -530,6 +530,7 @@ def _symlink_attacks(folder: Path, outside: Path, suffix: str, group: str, scope
 def write_hypernetworks(folder: Path, outside: Path, markers: Path) -> list[Hostile]:
     """Every kind of hostile hypernetwork file into ``folder`` (``outside`` holds what links point at)."""
     from extension.hypernetwork.files import MAX_SAFETENSORS_HEADER
+    from extension.safe_pickle import dumps as safe_dumps
 
     folder.mkdir(parents=True, exist_ok=True)
     outside.mkdir(parents=True, exist_ok=True)
@@ -601,6 +602,12 @@ def write_hypernetworks(folder: Path, outside: Path, markers: Path) -> list[Host
                          payload("os.system", markers / f"{scope}-optim")), {}))
     out.append(Hostile(group, "with_optim.pt", f"{scope}:optim-sidecar",
                        "a clean network whose .optim sidecar calls os.system", "sidecar"))
+    (folder / "with_linked_optim.pt").write_bytes(clean_pt)
+    (outside / "secret.pt.optim").write_bytes(safe_dumps({"hash": "x", "optimizer_name": "AdamW"}))
+    (folder / "with_linked_optim.pt.optim").symlink_to(outside / "secret.pt.optim")
+    out.append(Hostile(group, "with_linked_optim.pt", f"{scope}:optim-sidecar-link",
+                       "a clean network whose .optim sidecar links to a file outside the folder (not read)",
+                       "sidecar"))
     return out
 
 
