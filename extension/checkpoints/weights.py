@@ -3,8 +3,8 @@
 Pickles go through :mod:`extension.safe_pickle` (with its checkpoint limits), ``.safetensors`` through
 :mod:`extension.safetensors_file` (the header checked whole before any tensor is allocated). A few
 training-metadata globals that old ``.ckpt`` files carry (the PyTorch Lightning callback state, numpy
-scalars) are replaced by inert placeholders, as AUTOMATIC1111's own safe unpickler allows them. Every failure is a :class:`~extension.errors.ModelError`
-naming the file.
+scalars) are replaced by inert placeholders, as AUTOMATIC1111's own safe unpickler allows them. Every failure
+is a :class:`~extension.errors.ModelError` naming the file.
 """
 from __future__ import annotations
 

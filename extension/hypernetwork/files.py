@@ -8,8 +8,8 @@ Reading is safe: pickles go through :mod:`extension.safe_pickle`, which builds n
 and tensors and refuses anything else without running it, and checks a file's zip directory and pickle
 against :data:`LIMITS` before anything is unpacked; ``.safetensors`` through
 :mod:`extension.safetensors_file`, which checks every header entry against the file before a tensor is
-allocated. A listing (:func:`read_info`) reads headers and pickles only, never tensor data. ``.pt`` files are written so that AUTOMATIC1111's
-own safety check accepts them (1.8 and 1.10 alike). Every failure is a
+allocated. A listing (:func:`read_info`) reads headers and pickles only, never tensor data. ``.pt`` files
+are written so that AUTOMATIC1111's own safety check accepts them (1.8 and 1.10 alike). Every failure is a
 :class:`~extension.errors.HypernetworkError` that names the file and says what is wrong with it.
 """
 from __future__ import annotations
