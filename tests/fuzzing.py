@@ -89,11 +89,13 @@ def fuzz_api(base_url: str, auth=FUZZ_USER, examples: int = 10, seed: int = 0, t
         if operations is not None and label not in operations:
             continue
         counts = result.by_operation.setdefault(label, collections.Counter())
+        # an operation with a body or parameters has something to vary: four times the examples
+        varied = bool(getattr(operation, "body", None)) or any(True for _ in getattr(operation, "query", []) or [])
         for mode in modes:
             strategy = operation.as_strategy(generation_mode=GenerationMode(mode))
 
             @hypothesis_seed(seed)
-            @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
+            @settings(max_examples=examples * (4 if varied else 1), deadline=None, database=None, derandomize=False,
                       suppress_health_check=list(HealthCheck), phases=[Phase.generate])
             @given(case=strategy)
             def run(case):
@@ -143,8 +145,9 @@ def api_fuzz_report(quick: bool = False) -> str:
             alive = server.process.poll() is None and result.alive_after
     lines = ["## REST API fuzzed from its OpenAPI schema",
              "",
-             f"schemathesis drew {examples} requests per operation and mode (valid, and breaking the schema) for "
-             f"each of the {len(result.by_operation)} operations of `/openapi.json` and sent them to a real server "
+             f"schemathesis drew {examples} requests per operation and mode (valid, and breaking the schema; "
+             f"{4 * examples} for the operations with a body or parameters) for each of the "
+             f"{len(result.by_operation)} operations of `/openapi.json` and sent them to a real server "
              "(`--nowebui --api-auth`, the random-weight demo model; generations capped at one 32x32 step by a "
              "test hook, every check of the request still made; an empty `--train-data-dir`).",
              "",
@@ -183,7 +186,9 @@ def prompt_strategy(max_size: int = MAX_PROMPT):
                               "|", "\\(", "\\[", "BREAK", "AND", ":1.5)", ":0.5]", "[a:b:", "[a|b]", "::", "0.",
                               "1e9", "-1", "nan", "inf", ",", " "])
     chars = st.text(alphabet=PROMPT_ALPHABET, max_size=40)
-    return st.lists(st.one_of(pieces, chars), max_size=max_size // 8).map("".join).map(lambda s: s[:max_size])
+    short = st.lists(st.one_of(pieces, chars), max_size=24)
+    long = st.lists(st.one_of(pieces, chars), min_size=80, max_size=max_size // 6)  # hypothesis favours short text
+    return st.one_of(short, long).map("".join).map(lambda s: s[:max_size])
 
 
 def prompt_parsers():
@@ -232,7 +237,7 @@ def prompt_fuzz_report(quick: bool = False) -> str:
 
     from extension.prompt.schedule import prompt_schedule
 
-    examples, differential = (100, 300) if quick else (1000, 3000)
+    examples, differential = (100, 300) if quick else (600, 3000)
     parsers = prompt_parsers()
     stats = {name: {"calls": 0, "value_errors": 0, "other_errors": 0, "slowest": 0.0} for name in parsers}
     sizes = []

@@ -32,7 +32,7 @@ def call(fn, text):
         pytest.fail(f"{fn} did not return on a {len(text)}-character prompt: {text[:200]!r}")
 
 
-@settings(max_examples=80, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(text=prompt_strategy())
 def test_parsers_raise_only_value_error(text):
     assert len(text) <= MAX_PROMPT

@@ -273,3 +273,24 @@ def test_a_body_that_is_not_utf8_is_a_400(secured):
     assert answer.status_code == 400, answer.text
     nul = secured.post("options", {"sd_model_checkpoint": "x\u0000y"}, auth=API)  # was a 500 (embedded null byte)
     assert nul.status_code == 422 and "sd_model_checkpoint" in nul.json()["detail"]
+
+
+def test_a_browser_sees_the_login_form_then_the_app(secured):
+    """The login page works in a browser with only what the gate lets through: every request it makes before the
+    login is answered, and after the login the page is the app's."""
+    from browser_utils import chromium_browser
+
+    with chromium_browser() as browser:
+        page = browser.new_page()
+        answers = []
+        page.on("response", lambda r: answers.append((r.request.method, r.url[len(secured.url):], r.status)))
+        page.goto(secured.url + "/")
+        page.get_by_label("username").wait_for(timeout=60000)
+        before = list(answers)
+        assert before and all(status < 400 for _, _, status in before), before
+        assert all(is_public(method, path.split("?")[0]) for method, path, _ in before), before
+        page.get_by_label("username").fill(PAGE[0])
+        page.get_by_label("password").fill(PAGE[1])
+        page.get_by_role("button", name="Login").click()
+        page.wait_for_selector("#tab_txt2img", timeout=120000)
+        assert page.locator("#setting_sd_model_checkpoint").count() == 1
