@@ -367,9 +367,12 @@ def test_min_snr_weights_count_nearly_noiseless_steps_less(model):
 def test_a_server_can_run_trainings_with_different_precision_one_after_the_other():
     """accelerate keeps one process-wide state; a run after one with another precision must not fail."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     from extension.training.train import make_accelerator
 
-    Accelerator(cpu=True, mixed_precision="bf16")  # what an earlier run in this process may have left
+    AcceleratorState._reset_state(reset_partial_state=True)  # whatever earlier tests in this process left
+    Accelerator(cpu=True, mixed_precision="bf16")  # what an earlier run in this server may have left
     accelerator = make_accelerator(torch.device("cpu"), "auto")
     assert accelerator.mixed_precision == "no" and accelerator.device.type == "cpu"
+    assert make_accelerator(torch.device("cpu"), "bf16").mixed_precision == "no"  # CPU runs never autocast

@@ -109,7 +109,7 @@ def test_panel_lists_every_file_with_badges_and_the_broken_files_error(page):
     open_panel(page)
     names = page.locator(".hn-card .hn-name").all_inner_texts()
     assert sorted(names) == sorted(["demo_style", "demo_linear", MISFIT, PARTIAL, BROKEN])
-    expect(card(page, BROKEN).locator(".hn-error")).to_contain_text("not a readable")
+    expect(card(page, BROKEN).locator(".hn-error")).to_contain_text("truncated or corrupt")
     expect(card(page, BROKEN).locator(".hn-badge")).to_have_text("failed to load")
     expect(card(page, MISFIT).locator(".hn-badge")).to_have_text("incompatible")
     expect(card(page, PARTIAL).locator(".hn-badge")).to_have_text("partly fits")
@@ -276,7 +276,7 @@ def test_metadata_view_and_replace_preview(page, folder):
         expect(card(page, "demo_linear").locator("img.hn-preview")).to_have_count(1)
 
         card(page, BROKEN).click()  # a broken card shows why instead of adding a tag
-        expect(page.locator("#hn_metadata").first).to_contain_text("not a readable")
+        expect(page.locator("#hn_metadata").first).to_contain_text("truncated or corrupt")
         assert BROKEN not in prompt_box(page).input_value()
     finally:  # the other tests see the folder without this preview
         preview.unlink(missing_ok=True)
