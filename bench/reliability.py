@@ -78,8 +78,12 @@ def markers(name: str) -> tuple[str, str]:
 def _locked(path: Path):
     import fcntl
 
+    import hashlib
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]  # the lock lives outside the repository
+    with open(Path(tempfile.gettempdir()) / f"reliability-{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

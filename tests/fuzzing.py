@@ -306,6 +306,11 @@ def prompt_fuzz_report(quick: bool = False) -> str:
         lines.append(f"| {name} | {row['calls']} | {row['value_errors']} | {row['other_errors']} | "
                      f"{row['slowest']:.2f} s |")
     lines += ["",
+              "A ValueError is prompt editing refusing a prompt with more brackets than it parses in a few seconds "
+              "(more than 64 in one group, or in all when they do not balance, or over the budget for all groups: "
+              "`extension/prompt/schedule.py`); drawn syntax soup often is. The generation then stops with that "
+              "message (the API answers 422 before queueing).",
+              "",
               f"Prompt editing parses a prompt group by group (A1111's grammar parsed whole took 152 s on an "
               f"807-character prompt). Compared with the whole parse on {compared['prompts']} drawn prompts small "
               f"enough to parse whole: {compared['equal']} equal, {len(compared['different'])} different, "

@@ -157,7 +157,10 @@ def test_folded_equals_a1111_within_fp32_rounding(model, multipliers, calls):
     assert (expected - model.run()).abs().max() > 1e-2, "the networks should visibly change the output"
     active = ActiveHypernetworks(networks, expected_calls=calls)
     got = model.folded(active)
-    assert all_modes(active) == {FOLDED} if calls is None else FOLDED in all_modes(active) or calls == 1
+    if calls is None:
+        assert all_modes(active) == {FOLDED}, "without a number of calls every layer folds"
+    elif calls == 30:
+        assert FOLDED in all_modes(active)
     assert relative_error(got, expected) <= BOUND
     install_hypernetwork_processors(model.unet)
     try:

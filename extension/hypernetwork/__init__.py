@@ -3,7 +3,8 @@
 - :mod:`.config`: :class:`HypernetworkConfig`, the validated structure and AUTOMATIC1111's defaults;
 - :mod:`.modules`: AUTOMATIC1111's :class:`HypernetworkModule` and :class:`Hypernetwork`;
 - :mod:`.files`: ``.pt`` / ``.safetensors`` / ``.optim`` reading and writing;
-- :mod:`.attention`: the per-call attention processor (and the folded path for linear networks).
+- :mod:`.attention`: the per-call attention processor;
+- :mod:`.folding`: linear (affine) modules collapsed to one map and folded into ``to_k`` / ``to_v`` per generation.
 """
 from .config import HypernetworkConfig, activation_classes, parse_dropout_structure
 from .files import HypernetworkInfo, read_info
