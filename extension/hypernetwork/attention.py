@@ -83,11 +83,22 @@ class ActiveHypernetworks:
         return f"ActiveHypernetworks({[(hn.name, m) for hn, m in self.networks]})"
 
     def touches(self, width: int) -> bool:
-        """Whether some network with a non-zero multiplier has a module for this context width."""
+        """Whether some network with a non-zero multiplier has a module for this context width.
+
+        Args:
+            width: the context's last dimension (an attention width).
+        """
         return width in self._widths
 
     def transform(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(K context, V context)``: every network's modules chained in order (uncached)."""
+        """``(K context, V context)``: every network's modules chained in order (uncached).
+
+        Args:
+            context: ``(..., width)``, what the attention's ``to_k`` and ``to_v`` would read.
+
+        Returns:
+            The K and V contexts; ``context`` itself for both when no network has a module for its width.
+        """
         context_k = context_v = context
         for hn, multiplier in self.networks:
             context_k, context_v = hn.apply(context_k, context_v, multiplier)
@@ -95,7 +106,15 @@ class ActiveHypernetworks:
 
     def keys_values(self, attn, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(attn.to_k(K context), attn.to_v(V context))``; with autograd off, affine runs of the chains are
-        collapsed or folded into the projections (:meth:`FoldedProjections.project`)."""
+        collapsed or folded into the projections (:meth:`FoldedProjections.project`).
+
+        Args:
+            attn: the diffusers ``Attention`` whose ``to_k`` and ``to_v`` project the contexts (only read).
+            context: ``(..., width)``, the self-attention hidden states (or the normed text context).
+
+        Returns:
+            The keys and values, before they are split into heads.
+        """
         if not self.folds.usable():
             context_k, context_v = self.transform(context)
             return attn.to_k(context_k), attn.to_v(context_v)
@@ -108,12 +127,23 @@ class ActiveHypernetworks:
         For training: one forward pass then builds the network's graph for the text context once instead of
         once per layer, and outside any gradient-checkpointed block, so a block's recomputation in the backward
         pass sees the very tensors the forward pass saw. Make a fresh object per step.
+
+        Args:
+            context: the text context (``encoder_hidden_states``) the coming UNet call passes to every
+                cross-attention layer; recognised there by identity.
         """
         self._pinned[id(context)] = (context, *self.transform(context))
 
     def transform_cached(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`transform`, memoised by tensor identity while autograd is off (and while the modules' weights
-        and modes stay as they were); a context :meth:`pin` transformed is found whatever autograd's state."""
+        and modes stay as they were); a context :meth:`pin` transformed is found whatever autograd's state.
+
+        Args:
+            context: the text context; a tensor changed in place since it was memoised is transformed afresh.
+
+        Returns:
+            ``(K context, V context)``, as :meth:`transform`.
+        """
         pinned = self._pinned.get(id(context))
         if pinned is not None and pinned[0] is context:
             return pinned[1], pinned[2]
@@ -140,7 +170,15 @@ def _version(tensor: torch.Tensor) -> int | None:
 
 
 def as_active(hypernetworks) -> ActiveHypernetworks | None:
-    """Accept an :class:`ActiveHypernetworks`, a sequence of ``(hn, multiplier)``, or None."""
+    """Accept an :class:`ActiveHypernetworks`, a sequence of ``(hn, multiplier)``, or None.
+
+    Args:
+        hypernetworks: what a call passed as ``cross_attention_kwargs["hypernetworks"]``.
+
+    Returns:
+        ``hypernetworks`` itself when it is an :class:`ActiveHypernetworks` or None; otherwise a new one made for
+        this one call (``expected_calls=1``: no memo survives it).
+    """
     if hypernetworks is None or isinstance(hypernetworks, ActiveHypernetworks):
         return hypernetworks
     return ActiveHypernetworks(hypernetworks, expected_calls=1)  # made afresh for this one call
@@ -152,6 +190,10 @@ class HypernetworkAttnProcessor:
     ``original`` is the processor this one replaced: it runs every call that applies no network at this
     layer. ``bound`` is only set by :func:`hypernetworks_applied`; a per-call ``hypernetworks`` argument
     overrides it. No request's state is kept here.
+
+    Args:
+        original: the attention processor this one replaces (diffusers' ``AttnProcessor2_0`` or another).
+        bound: networks applied to every call that passes none (:func:`hypernetworks_applied` only).
     """
 
     def __init__(self, original, bound: ActiveHypernetworks | None = None):
@@ -233,7 +275,11 @@ class HypernetworkAttnProcessor:
 
 # -- installing -------------------------------------------------------------------------------------------
 def unet_of(pipe_or_unet):
-    """The UNet of a pipeline, or the argument itself when it is a UNet."""
+    """The UNet of a pipeline, or the argument itself when it is a UNet.
+
+    Args:
+        pipe_or_unet: a diffusers pipeline (anything with a ``unet``) or a ``UNet2DConditionModel``.
+    """
     unet = getattr(pipe_or_unet, "unet", None)
     return unet if unet is not None else pipe_or_unet
 
@@ -243,6 +289,11 @@ def _original(processor):
 
 
 def is_installed(pipe_or_unet) -> bool:
+    """Whether every attention layer of the UNet has a :class:`HypernetworkAttnProcessor`.
+
+    Args:
+        pipe_or_unet: a diffusers pipeline or its UNet.
+    """
     processors = unet_of(pipe_or_unet).attn_processors
     return bool(processors) and all(isinstance(p, HypernetworkAttnProcessor) for p in processors.values())
 
@@ -251,6 +302,9 @@ def install_hypernetwork_processors(pipe_or_unet) -> None:
     """Put a :class:`HypernetworkAttnProcessor` in every attention layer (idempotent; keeps the originals).
 
     Until a call passes ``hypernetworks``, every layer computes exactly what its original processor did.
+
+    Args:
+        pipe_or_unet: a diffusers pipeline or its UNet; the UNet's processors are replaced in place.
     """
     unet = unet_of(pipe_or_unet)
     current = unet.attn_processors
@@ -261,14 +315,26 @@ def install_hypernetwork_processors(pipe_or_unet) -> None:
 
 
 def remove_hypernetwork_processors(pipe_or_unet) -> None:
-    """Put back the processors :func:`install_hypernetwork_processors` replaced (the same objects)."""
+    """Put back the processors :func:`install_hypernetwork_processors` replaced (the same objects).
+
+    Args:
+        pipe_or_unet: a diffusers pipeline or its UNet.
+    """
     unet = unet_of(pipe_or_unet)
     unet.set_attn_processor({name: _original(p) for name, p in unet.attn_processors.items()})
 
 
 def for_model(networks: Sequence[tuple[Hypernetwork, float]], pipe_or_unet) -> list[tuple[Hypernetwork, float]]:
     """The networks as they run beside this UNet (its device; see :meth:`Hypernetwork.for_inference`).
-    The networks passed in are not changed: they may be shared by other requests."""
+    The networks passed in are not changed: they may be shared by other requests.
+
+    Args:
+        networks: ``(network, multiplier)`` pairs, in prompt order.
+        pipe_or_unet: the pipeline or UNet they will run in (its device and dtype decide the copies).
+
+    Returns:
+        The same pairs, each network replaced by the copy that runs on the UNet's device and precision.
+    """
     unet = unet_of(pipe_or_unet)
     return [(hn.for_inference(unet.device, unet.dtype), multiplier) for hn, multiplier in networks]
 
@@ -290,6 +356,13 @@ def hypernetworks_applied(pipe_or_unet, networks: Iterable[tuple[Hypernetwork, f
     every call on that UNet inside the block, from any thread, gets them. For concurrent generations use the
     per-call path instead: :func:`install_hypernetwork_processors` once, then pass
     ``cross_attention_kwargs={"hypernetworks": ActiveHypernetworks(networks)}`` to each call.
+
+    Args:
+        pipe_or_unet: a diffusers pipeline or its UNet.
+        networks: ``(network, multiplier)`` pairs, in prompt order.
+
+    Yields:
+        The :class:`ActiveHypernetworks` bound to the processors for the block.
     """
     unet = unet_of(pipe_or_unet)
     active = ActiveHypernetworks(for_model(list(networks), unet))
@@ -304,7 +377,14 @@ def hypernetworks_applied(pipe_or_unet, networks: Iterable[tuple[Hypernetwork, f
 
 # -- compatibility ----------------------------------------------------------------------------------------
 def attention_widths(pipe_or_unet) -> set[int]:
-    """Every context width the UNet's attention layers see (self-attention widths and the text width)."""
+    """Every context width the UNet's attention layers see (self-attention widths and the text width).
+
+    Args:
+        pipe_or_unet: a diffusers pipeline or its UNet.
+
+    Returns:
+        The ``to_k.in_features`` of every diffusers ``Attention`` in the UNet.
+    """
     from diffusers.models.attention_processor import Attention
 
     return {module.to_k.in_features for module in unet_of(pipe_or_unet).modules() if isinstance(module, Attention)}
@@ -318,6 +398,15 @@ def compatibility_messages(hn: Hypernetwork, model_widths: set[int], *, checkpoi
     - some of its widths are not: only part of it applies (an SD 1.x network on SDXL applies only its
       640/1280 self-attention modules, as in A1111);
     - it was trained on another checkpoint (by hash when both are known, else by name).
+
+    Args:
+        hn: the network.
+        model_widths: the model's attention widths (:func:`attention_widths`).
+        checkpoint_name: the loaded checkpoint's name, compared with the network's ``sd_checkpoint_name``.
+        checkpoint_hash: the loaded checkpoint's (short) hash, compared with the network's ``sd_checkpoint``.
+
+    Returns:
+        One message per problem; empty when the network fits.
     """
     name = hn.name or "hypernetwork"
     messages = []

@@ -87,6 +87,10 @@ def parse_dropout_structure(layer_structure, use_dropout: bool, last_layer_dropo
         layer_structure: the layer structure (None means ``[1, 2, 1]``).
         use_dropout: AUTOMATIC1111's "Use dropout".
         last_layer_dropout: whether the layer before the output gets dropout too.
+
+    Returns:
+        One probability per entry of ``layer_structure``: 0.3 on the hidden layers (and on the last one with
+        ``last_layer_dropout``), 0 on the input and output; all zeros without ``use_dropout``.
     """
     if layer_structure is None:
         layer_structure = [1, 2, 1]
@@ -96,7 +100,14 @@ def parse_dropout_structure(layer_structure, use_dropout: bool, last_layer_dropo
 
 
 def fix_old_state_dict(state_dict: Mapping) -> dict:
-    """Rename the NovelAI / October 2022 keys ``linear1.*``, ``linear2.*`` to ``linear.0.*``, ``linear.1.*``."""
+    """Rename the NovelAI / October 2022 keys ``linear1.*``, ``linear2.*`` to ``linear.0.*``, ``linear.1.*``.
+
+    Args:
+        state_dict: one module's state dict, as a file stores it.
+
+    Returns:
+        A new dict with the old keys renamed and every other key as it was.
+    """
     renames = {"linear1.bias": "linear.0.bias", "linear1.weight": "linear.0.weight",
                "linear2.bias": "linear.1.bias", "linear2.weight": "linear.1.weight"}
     return {renames.get(key, key): value for key, value in state_dict.items()}
@@ -104,7 +115,15 @@ def fix_old_state_dict(state_dict: Mapping) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class LayerSpec:
-    """One entry of a module's ``Sequential``: ``kind`` is ``linear``, ``activation``, ``norm`` or ``dropout``."""
+    """One entry of a module's ``Sequential``: ``kind`` is ``linear``, ``activation``, ``norm`` or ``dropout``.
+
+    Args:
+        kind: ``"linear"``, ``"activation"``, ``"norm"`` or ``"dropout"``.
+        in_features: a Linear's input width.
+        out_features: a Linear's output width, or a LayerNorm's width.
+        activation: an activation's name (a key of :func:`activation_classes`).
+        p: a Dropout's probability.
+    """
 
     kind: str
     in_features: int = 0
@@ -235,6 +254,13 @@ class HypernetworkConfig:
         None (linear), ``weight_initialization`` Normal, ``is_layer_norm`` False, ``activate_output`` **True**,
         ``last_layer_dropout`` **False**; ``use_dropout`` is true when the dropout structure has a non-zero
         entry, else the stored flag; a missing ``dropout_structure`` is derived from those.
+
+        Args:
+            metadata: the file's string keys (``layer_structure``, ``activation_func``, ``is_layer_norm``...).
+            sizes: the attention widths the file has weights for.
+
+        Raises:
+            HypernetworkError: malformed metadata or a structure AUTOMATIC1111 could never have built.
         """
         dropout = metadata.get("dropout_structure")
         try:
@@ -267,7 +293,11 @@ class HypernetworkConfig:
         }
 
     def replace(self, **changes) -> "HypernetworkConfig":
-        """A copy with ``changes`` (validated again)."""
+        """A copy with ``changes`` (validated again).
+
+        Args:
+            **changes: field names and their new values.
+        """
         return dataclasses.replace(self, **changes)
 
     # -- structure --------------------------------------------------------------------------------------------
@@ -278,7 +308,14 @@ class HypernetworkConfig:
         return self.activation_func in (None, LINEAR) and not self.add_layer_norm
 
     def layout(self, dim: int) -> tuple[LayerSpec, ...]:
-        """The entries of one module's ``Sequential`` for attention width ``dim``, in order."""
+        """The entries of one module's ``Sequential`` for attention width ``dim``, in order.
+
+        Args:
+            dim: the attention width (the module's input and output width).
+
+        Returns:
+            One :class:`LayerSpec` per ``Sequential`` entry; its index is the ``linear.N`` of the state dict.
+        """
         ls = self.layer_structure
         layers: list[LayerSpec] = []
         for i in range(len(ls) - 1):
@@ -293,12 +330,23 @@ class HypernetworkConfig:
         return tuple(layers)
 
     def parameter_shapes(self, dim: int) -> dict[str, tuple[int, ...]]:
-        """``{"linear.N.weight": shape, ...}``: the state dict one module for width ``dim`` has."""
+        """``{"linear.N.weight": shape, ...}``: the state dict one module for width ``dim`` has.
+
+        Args:
+            dim: the attention width.
+        """
         return {f"linear.{index}.{name}": shape for index, spec in enumerate(self.layout(dim))
                 for name, shape in spec.parameter_shapes().items()}
 
     def check_weights(self, dim: int, state_dict: Mapping) -> dict[str, torch.Tensor]:
         """``state_dict`` of one module (old key names fixed), checked against the layout for ``dim``.
+
+        Args:
+            dim: the attention width the module is for.
+            state_dict: the module's weights as a file stores them (``linear.N.*``, ``N.*`` or NovelAI's names).
+
+        Returns:
+            The weights keyed ``linear.N.weight`` / ``linear.N.bias``, as given (not copied or converted).
 
         Raises:
             HypernetworkError: missing or unexpected keys, wrong shapes, non-float, NaN or inf values (the values

@@ -44,7 +44,17 @@ MAX_PICKLE_BYTES = LIMITS.max_unpacked
 # -- reading -----------------------------------------------------------------------------------------------
 def load_pickle(source, path, map_location="cpu") -> Any:
     """A ``.pt``/``.ckpt``/``.optim`` pickle (bytes, path or open file) as plain containers and tensors, or a
-    clear error. ``map_location="meta"`` reads no tensor data (shapes only)."""
+    clear error. ``map_location="meta"`` reads no tensor data (shapes only).
+
+    Args:
+        source: the pickle's bytes, its path, or a binary file open on it.
+        path: the file the messages name.
+        map_location: where tensors go (``"cpu"``, or ``"meta"`` for shapes without data).
+
+    Raises:
+        UnsafeFileError: the pickle would build something other than containers and tensors.
+        HypernetworkError: the file is truncated, corrupt or beyond :data:`LIMITS`.
+    """
     try:
         return safe_pickle.load(source, limits=LIMITS, map_location=map_location)
     except safe_pickle.PickleRefused as exc:
@@ -69,7 +79,17 @@ def _header(handle, path) -> safetensors_file.Header:
 
 def read_safetensors_header(path) -> tuple[dict, dict]:
     """Return ``(tensor entries, metadata)`` from a ``.safetensors`` header without reading the weights; the
-    header is checked whole (sizes, offsets, dtypes) as a load would check it."""
+    header is checked whole (sizes, offsets, dtypes) as a load would check it.
+
+    Args:
+        path: the ``.safetensors`` file.
+
+    Returns:
+        ``({name: {"dtype": "float32", "shape": [...]}, ...}, {metadata key: text, ...})``.
+
+    Raises:
+        HypernetworkError: the file cannot be read or its header is malformed or too large.
+    """
     with _open(Path(path)) as handle:
         header = _header(handle, path)
     entries = {name: {"dtype": str(e.dtype).removeprefix("torch."), "shape": list(e.shape)}
@@ -94,7 +114,12 @@ _TEXT_KEYS = ("name", "sd_checkpoint", "sd_checkpoint_name", "optional_info")
 
 
 def short_repr(value, limit: int = 120) -> str:
-    """``repr(value)``, bounded in depth and length (safe on any nesting)."""
+    """``repr(value)``, bounded in depth and length (safe on any nesting).
+
+    Args:
+        value: anything.
+        limit: the most characters returned (and shown of any one string).
+    """
     import reprlib
 
     shown = reprlib.Repr()
@@ -201,7 +226,19 @@ def read_state(path) -> tuple[dict, str]:
 
     The file is opened once: hashed in 1 MiB blocks, then read from the same handle, so what was hashed is what
     was read. Memory: at most the tensors' bytes (no more than the file holds, nor 4 GiB) plus a pickle or
-    header within the limits (:data:`LIMITS`, :data:`MAX_SAFETENSORS_HEADER`)."""
+    header within the limits (:data:`LIMITS`, :data:`MAX_SAFETENSORS_HEADER`).
+
+    Args:
+        path: a ``.pt``, ``.ckpt`` or ``.safetensors`` hypernetwork file.
+
+    Returns:
+        ``(state, sha256)``: AUTOMATIC1111's dict (weights not yet checked against the structure: see
+        :func:`checked_state`) and the file's hex sha256.
+
+    Raises:
+        HypernetworkError: any problem with the file (:class:`~extension.errors.UnsafeFileError`,
+            :class:`~extension.errors.NotAHypernetworkError` among them), naming it.
+    """
     path = Path(path)
     with _open(path) as handle:
         sha256 = _sha256(handle)
@@ -209,13 +246,24 @@ def read_state(path) -> tuple[dict, str]:
 
 
 def metadata_of(state: dict) -> dict:
-    """The non-weight entries of AUTOMATIC1111's dict (its string keys)."""
+    """The non-weight entries of AUTOMATIC1111's dict (its string keys).
+
+    Args:
+        state: AUTOMATIC1111's dict.
+    """
     return {key: value for key, value in state.items() if type(key) is str}
 
 
 def checked_state(state: dict, path=None) -> tuple[HypernetworkConfig, dict[int, tuple[dict, dict]]]:
     """The config a state describes (AUTOMATIC1111's defaults for missing keys) and its module weights,
     each checked against that config's layout.
+
+    Args:
+        state: AUTOMATIC1111's dict, as :func:`read_state` returns it.
+        path: the file the messages name, or None.
+
+    Returns:
+        ``(config, {width: (K weights, V weights)})`` with the weights keyed ``linear.N.*``.
 
     Raises:
         HypernetworkError: malformed metadata, a structure AUTOMATIC1111 could never have built, or weights
@@ -245,7 +293,16 @@ def checked_state(state: dict, path=None) -> tuple[HypernetworkConfig, dict[int,
 
 def read_optimizer_state(path, shorthash: str | None) -> tuple[str, dict] | None:
     """``(optimizer name, state dict)`` from ``path.optim`` when its recorded hash is ``shorthash`` (the hash
-    of the file beside it), else None. A sidecar that cannot be read is ignored with a warning."""
+    of the file beside it), else None. A sidecar that cannot be read is ignored with a warning.
+
+    Args:
+        path: the hypernetwork file; its sidecar is ``path.optim``.
+        shorthash: the first 10 hex digits of that file's sha256, or None (then nothing is returned).
+
+    Returns:
+        ``(optimizer name, optimizer state dict)``, or None when there is no sidecar, it links outside the
+        file's folder, cannot be read, or was written for another file.
+    """
     sidecar = Path(str(path) + ".optim")
     if not sidecar.exists():
         return None
@@ -269,7 +326,18 @@ def read_optimizer_state(path, shorthash: str | None) -> tuple[str, dict] | None
 # -- metadata without weights ------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class HypernetworkInfo:
-    """What a listing shows about a file, read without building the network."""
+    """What a listing shows about a file, read without building the network.
+
+    Args:
+        name: the name stored in the file, else the file's stem.
+        config: the structure its metadata describes, with the widths it has weights for.
+        step: the training steps it holds.
+        sd_checkpoint: the short hash of the checkpoint it was trained on, as stored.
+        sd_checkpoint_name: that checkpoint's name, as stored.
+        optional_info: the file's free-text note.
+        format: ``"pt"`` or ``"safetensors"``.
+        sha256: the file's hash, when known.
+    """
 
     name: str
     config: HypernetworkConfig
@@ -322,7 +390,17 @@ def _info(config: HypernetworkConfig, metadata: dict, path: Path, fmt: str, sha2
 def read_info(path) -> HypernetworkInfo:
     """Metadata of a hypernetwork file, checked as far as it can be without its weights: the header of a
     ``.safetensors`` (every entry's size and offsets), the zip directory and pickle of a ``.pt`` (its tensors'
-    shapes against the structure it describes; no tensor data is read, nor the file hashed)."""
+    shapes against the structure it describes; no tensor data is read, nor the file hashed).
+
+    Args:
+        path: a ``.pt``, ``.ckpt`` or ``.safetensors`` hypernetwork file.
+
+    Returns:
+        A :class:`HypernetworkInfo` (its ``sha256`` is None).
+
+    Raises:
+        HypernetworkError: the file is unreadable, unsafe, not a hypernetwork, or its structure is malformed.
+    """
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
         with _open(path) as handle:
@@ -346,7 +424,15 @@ def read_info(path) -> HypernetworkInfo:
 # -- writing -----------------------------------------------------------------------------------------------
 def write_state(state: dict, path) -> str:
     """Write AUTOMATIC1111's dict to ``path``, atomically: ``.safetensors`` with the metadata in its header,
-    otherwise a ``.pt`` that AUTOMATIC1111 1.8 and 1.10 open. Returns the new file's sha256."""
+    otherwise a ``.pt`` that AUTOMATIC1111 1.8 and 1.10 open. Returns the new file's sha256.
+
+    Args:
+        state: AUTOMATIC1111's dict (``{width: (K state dict, V state dict), "name": ..., ...}``).
+        path: the file to write; its suffix chooses the format.
+
+    Returns:
+        The hex sha256 of the file written.
+    """
     path = Path(path)
     if path.suffix.lower() == ".safetensors":
         from safetensors.torch import save_file
@@ -365,7 +451,17 @@ def write_state(state: dict, path) -> str:
 def write_optimizer_state(path, optimizer_name: str, shorthash: str, optimizer_state_dict: dict) -> Path:
     """Write ``path.optim`` (AUTOMATIC1111's sidecar), stamped with ``shorthash``: the hash of the file at
     ``path`` it belongs to (AUTOMATIC1111 stamps the hash of the file the network was loaded from, so its log
-    copies never resume; we stamp the file beside it)."""
+    copies never resume; we stamp the file beside it).
+
+    Args:
+        path: the hypernetwork file the sidecar belongs to.
+        optimizer_name: the ``torch.optim`` class name.
+        shorthash: the first 10 hex digits of the sha256 of the file at ``path``.
+        optimizer_state_dict: ``optimizer.state_dict()``.
+
+    Returns:
+        The sidecar's path, ``path.optim`` (written atomically).
+    """
     sidecar = Path(str(path) + ".optim")
     safe_pickle.save({"optimizer_name": optimizer_name, "hash": shorthash,
                       "optimizer_state_dict": optimizer_state_dict}, sidecar)

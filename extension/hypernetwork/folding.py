@@ -55,6 +55,13 @@ class AffineMemo:
         self.__init__()
 
     def get(self, module, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(M, c0)`` of ``module`` on ``device`` in ``dtype``, from the memo while its weights are unchanged.
+
+        Args:
+            module: the affine ``HypernetworkModule`` this memo belongs to.
+            device: where the result lives.
+            dtype: the precision it is computed and returned in.
+        """
         signature = parameter_signature(module)
         key = (str(device), dtype)
         with self._lock:
@@ -69,14 +76,22 @@ class AffineMemo:
 
 def parameter_signature(module) -> tuple:
     """Identity, storage and version counter of every parameter of a ``HypernetworkModule``'s layers: changes
-    whenever the weights can have changed (in-place edits, ``load_state_dict``, ``.data =``, ``.to()``)."""
+    whenever the weights can have changed (in-place edits, ``load_state_dict``, ``.data =``, ``.to()``).
+
+    Args:
+        module: a ``HypernetworkModule``.
+    """
     return tuple((id(p), p.data_ptr(), p._version) for layer in module.linear
                  for p in layer._parameters.values() if p is not None)
 
 
 def is_affine_now(module) -> bool:
     """Whether ``module`` (a ``HypernetworkModule``) is an affine map of its input as it runs now: an affine
-    structure, in eval mode (dropout off, the multiplier honoured)."""
+    structure, in eval mode (dropout off, the multiplier honoured).
+
+    Args:
+        module: a ``HypernetworkModule``.
+    """
     return (not module.training and module.config.is_affine
             and all(isinstance(layer, AFFINE_LAYERS) for layer in module.linear))
 
@@ -86,6 +101,15 @@ def collapse(layers: torch.nn.Sequential, device, dtype: torch.dtype) -> tuple[t
     """``(M, c0)`` with ``layers(x) == M @ x + c0`` for an eval-mode stack of Linear / Dropout / Identity.
 
     Computed in ``dtype`` on ``device`` (``M = W_n ... W_1``: ``2 * sum`` of the chain's matmul sizes FLOPs).
+
+    Args:
+        layers: a module's ``linear`` stack; only its Linear layers count (Dropout and Identity are the
+            identity in eval mode).
+        device: where the result lives.
+        dtype: the precision it is computed and returned in.
+
+    Returns:
+        ``(M, c0)``: ``M`` is ``(width, width)`` and ``c0`` ``(width,)``.
     """
     matrix = offset = None
     for layer in layers:
@@ -120,7 +144,11 @@ def affine_parts(module, device, dtype: torch.dtype = torch.float32) -> tuple[to
 
 
 def raw_flops_per_token(module) -> int:
-    """FLOPs of running ``module``'s Linears on one token (2 x in x out each, the FLOP counter's convention)."""
+    """FLOPs of running ``module``'s Linears on one token (2 x in x out each, the FLOP counter's convention).
+
+    Args:
+        module: a ``HypernetworkModule``.
+    """
     return sum(2 * layer.in_features * layer.out_features for layer in module.linear
                if isinstance(layer, torch.nn.Linear))
 
@@ -128,7 +156,12 @@ def raw_flops_per_token(module) -> int:
 # -- a chain at one width, for K or for V ----------------------------------------------------------------
 @dataclasses.dataclass(eq=False)
 class AffineRun:
-    """Consecutive affine modules of a chain, ``[(module, multiplier), ...]``, and their composed map."""
+    """Consecutive affine modules of a chain, ``[(module, multiplier), ...]``, and their composed map.
+
+    Args:
+        steps: the run's ``(module, multiplier)`` pairs, in chain order.
+        width: the context width they act on.
+    """
 
     steps: list
     width: int
@@ -148,7 +181,12 @@ class AffineRun:
         return 2 * self.width ** 3 * (len(self.steps) - 1)
 
     def parts(self, device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(D, c)``: the run maps ``x`` to ``x + D @ x + c``. Not locked: the caller holds its lock."""
+        """``(D, c)``: the run maps ``x`` to ``x + D @ x + c``. Not locked: the caller holds its lock.
+
+        Args:
+            device: where the result lives.
+            dtype: the precision it is returned in (composed in at least fp32, then cast; both are kept).
+        """
         key = (str(device), dtype)
         if key not in self._parts:
             compute = torch.promote_types(dtype, torch.float32)
@@ -162,14 +200,26 @@ class AffineRun:
 
 @dataclasses.dataclass(eq=False)
 class RawModule:
-    """A non-affine module of a chain: it runs as it is (AUTOMATIC1111's sequence)."""
+    """A non-affine module of a chain: it runs as it is (AUTOMATIC1111's sequence).
+
+    Args:
+        module: the ``HypernetworkModule``.
+        multiplier: its multiplier in this chain.
+    """
 
     module: torch.nn.Module
     multiplier: float
 
 
 def compose(maps: Sequence[tuple[torch.Tensor, torch.Tensor, float]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(D, c)`` of ``x -> x + m_i (M_i x + c0_i)`` applied in order: ``I + D = prod (I + m_i M_i)``."""
+    """``(D, c)`` of ``x -> x + m_i (M_i x + c0_i)`` applied in order: ``I + D = prod (I + m_i M_i)``.
+
+    Args:
+        maps: ``(M_i, c0_i, m_i)`` per module, in the order the modules run (at least one).
+
+    Returns:
+        ``(D, c)`` with the chain mapping ``x`` to ``x + D @ x + c``.
+    """
     delta = offset = None
     for matrix, c0, m in maps:
         step, step_offset = matrix * m, c0 * m
@@ -182,7 +232,15 @@ def compose(maps: Sequence[tuple[torch.Tensor, torch.Tensor, float]]) -> tuple[t
 
 
 def segments_of(steps: Sequence[tuple[torch.nn.Module, float]], width: int) -> tuple:
-    """A chain ``[(module, multiplier), ...]`` as :class:`AffineRun` and :class:`RawModule` segments, in order."""
+    """A chain ``[(module, multiplier), ...]`` as :class:`AffineRun` and :class:`RawModule` segments, in order.
+
+    Args:
+        steps: the chain's ``(module, multiplier)`` pairs at one width, for K or for V.
+        width: that width.
+
+    Returns:
+        The segments: consecutive modules for which :func:`is_affine_now` holds are one :class:`AffineRun`.
+    """
     segments: list = []
     for module, multiplier in steps:
         if is_affine_now(module):
@@ -200,7 +258,12 @@ RAW, COLLAPSED, FOLDED = "raw", "collapsed", "folded"
 
 
 def fold_flops(d_in: int, d_out: int) -> int:
-    """FLOPs of ``W + W D`` and ``W c + b`` for a ``d_out x d_in`` projection."""
+    """FLOPs of ``W + W D`` and ``W c + b`` for a ``d_out x d_in`` projection.
+
+    Args:
+        d_in: the projection's input width (the chain's width).
+        d_out: its output width.
+    """
     return 2 * d_in * d_in * d_out + 2 * d_in * d_out + d_in * d_out
 
 
@@ -262,7 +325,12 @@ class FoldedProjections:
         self._steps: dict[tuple[int, int], tuple] = {}
 
     def steps(self, width: int, which: int) -> tuple[tuple[torch.nn.Module, float], ...]:
-        """The chain at ``width`` for K (``which`` 0) or V (1): ``((module, multiplier), ...)``."""
+        """The chain at ``width`` for K (``which`` 0) or V (1): ``((module, multiplier), ...)``.
+
+        Args:
+            width: the context width.
+            which: 0 for K modules, 1 for V modules.
+        """
         steps = self._steps.get((width, which))
         if steps is None:
             steps = tuple((hn.layers[width][which], m) for hn, m in self.networks if width in hn.layers)
@@ -277,14 +345,24 @@ class FoldedProjections:
 
     def signature(self, width: int, which: int | None = None) -> tuple:
         """What the chains at ``width`` (K and V, or only ``which``) compute depends on: every module's identity,
-        mode and parameter versions."""
+        mode and parameter versions.
+
+        Args:
+            width: the context width.
+            which: 0 for K, 1 for V, or None for both.
+        """
         whiches = (0, 1) if which is None else (which,)
         return tuple((id(module), module.training, parameter_signature(module))
                      for w in whiches for module, _ in self.steps(width, w))
 
     def segments(self, width: int, which: int) -> tuple:
         """The chain at ``width`` for K (``which`` 0) or V (1) as segments (:func:`segments_of`), kept while
-        :meth:`signature` stays the same."""
+        :meth:`signature` stays the same.
+
+        Args:
+            width: the context width.
+            which: 0 for K modules, 1 for V modules.
+        """
         steps = self.steps(width, which)
         signature = self.signature(width, which)
         with self._lock:
@@ -311,6 +389,9 @@ class FoldedProjections:
             projection: the attention's ``to_k`` (``which`` 0) or ``to_v`` (1); its weights are only read.
             context: ``(..., width)``, what the chain reads.
             which: 0 for K modules, 1 for V modules.
+
+        Returns:
+            What ``projection`` gives for the chain's output: keys or values, ``(..., projection.out_features)``.
         """
         layer = self._plan(projection, context, which)
         x = context
@@ -361,6 +442,15 @@ def fold_into(weight: torch.Tensor, bias: torch.Tensor | None, delta: torch.Tens
     """``(W + W D, W c + b)``: the projection ``x -> W x + b`` after ``x -> x + D x + c``, as one Linear.
 
     Computed in ``delta``'s dtype, returned in ``weight``'s. ``weight`` and ``bias`` are only read.
+
+    Args:
+        weight: the projection's ``(d_out, d_in)`` weight.
+        bias: its bias, or None.
+        delta: ``D``, ``(d_in, d_in)``.
+        offset: ``c``, ``(d_in,)``.
+
+    Returns:
+        ``(folded weight, folded bias)``: new tensors, in ``weight``'s dtype.
     """
     compute = delta.dtype
     w = weight.to(compute)

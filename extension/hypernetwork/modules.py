@@ -29,6 +29,19 @@ class HypernetworkModule(torch.nn.Module):
 
     AUTOMATIC1111's signature. ``layer_structure`` is required, as there; ``dropout_structure=None`` means no
     dropout. :meth:`from_config` builds one from a :class:`HypernetworkConfig`.
+
+    Args:
+        dim: the attention width the module acts on (its input and output width).
+        state_dict: weights to load (checked against the layout), or None for AUTOMATIC1111's initialisation.
+        layer_structure: width multipliers, first and last 1 (e.g. ``[1, 2, 1]``).
+        activation_func: an activation name (:func:`~extension.hypernetwork.config.activation_classes`), or None.
+        weight_init: one of :data:`~extension.hypernetwork.config.WEIGHT_INITS`.
+        add_layer_norm: LayerNorm after every Linear.
+        activate_output: the activation also follows the last Linear.
+        dropout_structure: dropout probability per layer-structure entry, or None for none.
+
+    Raises:
+        HypernetworkError: a structure that cannot be built, or weights that do not fit it.
     """
 
     def __init__(self, dim, state_dict=None, layer_structure=None, activation_func=None, weight_init="Normal",
@@ -44,7 +57,13 @@ class HypernetworkModule(torch.nn.Module):
 
     @classmethod
     def from_config(cls, dim: int, config: HypernetworkConfig, state_dict=None) -> "HypernetworkModule":
-        """The module for width ``dim`` that ``config`` describes, with ``state_dict``'s weights or fresh ones."""
+        """The module for width ``dim`` that ``config`` describes, with ``state_dict``'s weights or fresh ones.
+
+        Args:
+            dim: the attention width.
+            config: the network's structure.
+            state_dict: weights to load (checked against ``config.layout(dim)``), or None to initialise.
+        """
         module = cls.__new__(cls)
         torch.nn.Module.__init__(module)
         module._build(int(dim), config, state_dict)
@@ -93,6 +112,10 @@ class HypernetworkModule(torch.nn.Module):
 
         In training mode the multiplier is 1, as in AUTOMATIC1111. A multiplier of exactly 0 returns ``x``
         itself without computing ``f``.
+
+        Args:
+            x: ``(..., dim)``, the attention's context.
+            multiplier: the strength for this call, or None for :attr:`multiplier`.
         """
         m = 1.0 if self.training else (self.multiplier if multiplier is None else multiplier)
         if m == 0:
@@ -105,6 +128,9 @@ class HypernetworkModule(torch.nn.Module):
         Each layer with weights runs in its weights' dtype: fp32 throughout for AUTOMATIC1111's fp32 weights;
         with ``Hypernetwork.for_inference``'s half copies (half Linear, fp32 LayerNorm) exactly what autocast
         computes in AUTOMATIC1111 on a half-precision model, without autocast's per-call weight casts.
+
+        Args:
+            x: ``(..., dim)``, cast to each weighted layer's dtype as it goes.
         """
         h = x
         for layer in self.linear:
@@ -125,6 +151,22 @@ class Hypernetwork:
     The constructor keeps AUTOMATIC1111's signature; ``last_layer_dropout`` and ``dropout_structure`` are its
     two extra keywords, and any other keyword is an error (AUTOMATIC1111 silently swallowed them). The
     structure is :attr:`config`; :meth:`from_config` builds from one directly.
+
+    Args:
+        name: the network's name (what ``<hypernet:NAME>`` calls it).
+        enable_sizes: the attention widths that get a ``(K, V)`` module pair.
+        layer_structure: width multipliers, first and last 1; None means ``[1, 2, 1]``.
+        activation_func: an activation name, or None (``"linear"``) for none.
+        weight_init: one of :data:`~extension.hypernetwork.config.WEIGHT_INITS`; None means ``"Normal"``.
+        add_layer_norm: LayerNorm after every Linear.
+        use_dropout: AUTOMATIC1111's "Use dropout" (derives a missing ``dropout_structure``).
+        activate_output: the activation also follows the last Linear.
+        last_layer_dropout: with ``use_dropout`` and no ``dropout_structure``, the last hidden layer gets
+            dropout too.
+        dropout_structure: dropout probability per layer-structure entry.
+
+    Raises:
+        HypernetworkError: a structure that cannot be built.
     """
 
     def __init__(self, name=None, enable_sizes=None, layer_structure=None, activation_func=None, weight_init=None,
@@ -158,7 +200,12 @@ class Hypernetwork:
 
     @classmethod
     def from_config(cls, config: HypernetworkConfig, name: str | None = None) -> "Hypernetwork":
-        """A fresh network (AUTOMATIC1111's init) with the structure ``config`` describes."""
+        """A fresh network (AUTOMATIC1111's init) with the structure ``config`` describes.
+
+        Args:
+            config: the structure, widths included.
+            name: the network's name.
+        """
         hn = cls.__new__(cls)
         hn._setup(name, config)
         for size in config.sizes:
@@ -172,6 +219,14 @@ class Hypernetwork:
         defaults for missing keys; every weight is checked against the structure the metadata describes.
 
         ``name`` (else the file's stem) is used when the file stores none.
+
+        Args:
+            state: AUTOMATIC1111's dict (:func:`extension.hypernetwork.files.read_state`).
+            path: the file it was read from (named in errors, kept as :attr:`filename`), or None.
+            name: the name to use when the file stores none.
+
+        Raises:
+            HypernetworkError: malformed metadata or weights that do not fit the structure, naming ``path``.
         """
         config, weights = files.checked_state(state, path)
         hn = cls.__new__(cls)
@@ -230,6 +285,14 @@ class Hypernetwork:
         return [p for pair in self.layers.values() for module in pair for p in module.parameters()]
 
     def train(self, mode: bool = True) -> "Hypernetwork":
+        """Put every module in training mode (gradients on, multiplier 1) or, with ``mode`` False, eval mode.
+
+        Args:
+            mode: True for training, False for inference (gradients off).
+
+        Returns:
+            This network.
+        """
         for pair in self.layers.values():
             for module in pair:
                 module.train(mode=mode)
@@ -241,12 +304,30 @@ class Hypernetwork:
         return self.train(False)
 
     def to(self, device=None, dtype=None) -> "Hypernetwork":
+        """Move every module in place (``torch.nn.Module.to``).
+
+        Args:
+            device: the target device, or None to stay.
+            dtype: the target dtype, or None to stay.
+
+        Returns:
+            This network.
+        """
         for pair in self.layers.values():
             for module in pair:
                 module.to(device=device, dtype=dtype)
         return self
 
     def set_multiplier(self, multiplier: float) -> "Hypernetwork":
+        """Set the default multiplier of every module (AUTOMATIC1111's way). Changes this object: for a network
+        shared between requests pass the multiplier per call instead.
+
+        Args:
+            multiplier: the strength used by calls that pass none.
+
+        Returns:
+            This network.
+        """
         for pair in self.layers.values():
             for module in pair:
                 module.multiplier = multiplier
@@ -256,7 +337,16 @@ class Hypernetwork:
         return sorted(self.layers)
 
     def apply(self, context_k: torch.Tensor, context_v: torch.Tensor, multiplier: float | None = None):
-        """Apply this network's modules for the context width; widths with no module pass through."""
+        """Apply this network's modules for the context width; widths with no module pass through.
+
+        Args:
+            context_k: the context ``to_k`` will read, ``(..., width)``.
+            context_v: the context ``to_v`` will read, of the same width.
+            multiplier: the strength for this call, or None for each module's own.
+
+        Returns:
+            ``(K context, V context)``.
+        """
         pair = self.layers.get(context_k.shape[-1])
         if pair is None:
             return context_k, context_v
@@ -285,7 +375,17 @@ class Hypernetwork:
 
     def load(self, filename) -> "Hypernetwork":
         """AUTOMATIC1111's ``Hypernetwork.load``: fill this object from the file (its stored name wins), and
-        take the ``.optim`` sidecar's state when it was written for this very file."""
+        take the ``.optim`` sidecar's state when it was written for this very file.
+
+        Args:
+            filename: a ``.pt``, ``.ckpt`` or ``.safetensors`` hypernetwork file.
+
+        Returns:
+            This network.
+
+        Raises:
+            HypernetworkError: the file cannot be read or does not hold a valid hypernetwork, naming it.
+        """
         state, sha256 = files.read_state(filename)
         loaded = Hypernetwork.from_state(state, filename, name=self.name)
         self.__dict__.update(loaded.__dict__)
@@ -336,6 +436,13 @@ class Hypernetwork:
         half-precision model the Linear weights are copied to that precision once (LayerNorm stays fp32): the
         matmuls autocast runs in AUTOMATIC1111, from weights cast once instead of at every call. Copies are
         kept (thread-safe), and made afresh when this network's weights have changed since (training).
+
+        Args:
+            device: the model's device.
+            dtype: the model's dtype; only a half precision on CUDA changes the Linear weights' precision.
+
+        Returns:
+            This network itself when it already fits, else a cached copy (in eval mode).
         """
         device = torch.device(device)
         half = device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
@@ -369,7 +476,17 @@ class Hypernetwork:
 
 
 def load_hypernetwork(path) -> Hypernetwork:
-    """Load a hypernetwork file (``.pt``, ``.ckpt`` or ``.safetensors``) and its ``.optim`` sidecar."""
+    """Load a hypernetwork file (``.pt``, ``.ckpt`` or ``.safetensors``) and its ``.optim`` sidecar.
+
+    Args:
+        path: the file.
+
+    Returns:
+        A :class:`Hypernetwork` in eval mode.
+
+    Raises:
+        HypernetworkError: the file cannot be read or does not hold a valid hypernetwork, naming it.
+    """
     return Hypernetwork().load(path)
 
 

@@ -17,7 +17,14 @@ from .modules import Hypernetwork
 
 
 def attention_modules(unet: torch.nn.Module) -> list[torch.nn.Module]:
-    """Every attention of ``unet`` (anything with ``to_k`` and ``to_v`` Linear layers)."""
+    """Every attention of ``unet`` (anything with ``to_k`` and ``to_v`` Linear layers).
+
+    Args:
+        unet: a diffusers UNet, or any module.
+
+    Returns:
+        The attention modules, in ``unet.modules()`` order.
+    """
     return [module for module in unet.modules()
             if isinstance(getattr(module, "to_k", None), torch.nn.Linear)
             and isinstance(getattr(module, "to_v", None), torch.nn.Linear)]
