@@ -169,6 +169,22 @@ def load_single_file(path, device: torch.device | str = "cpu", dtype: torch.dtyp
 
     ``config_dir`` (a diffusers config folder) and ``prediction_type`` (``'epsilon'``/``'v_prediction'``)
     override what is found beside the file (see the module docstring).
+
+    Args:
+        path: a ``.safetensors`` or ``.ckpt`` checkpoint in the original LDM key layout.
+        device: where the pipeline's models go.
+        dtype: their precision.
+        config_dir: a diffusers config folder to build the models from, or None (``NAME.config/`` beside the
+            file, else the shipped config of the detected family).
+        prediction_type: ``'epsilon'`` or ``'v_prediction'``, or None (``NAME.yaml``, the config folder, or
+            AUTOMATIC1111's test for SD 2.x decides).
+
+    Returns:
+        ``(pipeline, architecture)``: a ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline`` (no safety
+        checker, the built-in CLIP tokenizer) and ``'sd1'``, ``'sd2'``, ``'sd2-v'`` or ``'sdxl'``.
+
+    Raises:
+        ModelError: anything wrong with the file or its config, naming the file.
     """
     path = Path(path)
     if not path.is_file():
@@ -222,7 +238,20 @@ def _folder_family(pipe) -> str:
 
 def load_diffusers_folder(folder, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
     """``(pipeline, architecture)`` from a diffusers folder, offline (no safety checker; the CLIP tokenizer
-    is built in when the folder has none)."""
+    is built in when the folder has none).
+
+    Args:
+        folder: a diffusers ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline`` folder; every weight
+            file in it is checked before diffusers reads it (:func:`.weights.check_folder_weights`).
+        device: where the pipeline's models go.
+        dtype: their precision.
+
+    Returns:
+        ``(pipeline, architecture)``, the architecture ``'sd1'``, ``'sd2'``, ``'sd2-v'`` or ``'sdxl'``.
+
+    Raises:
+        ModelError: an unsafe, unsupported or broken folder, naming it.
+    """
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     from ..tokenizer import clip_tokenizer

@@ -31,7 +31,15 @@ SDXL_REFINER_TEXT_PREFIX = "conditioner.embedders.0.model."
 
 
 def describe_non_checkpoint(keys) -> str | None:
-    """What a dict that is not a full SD checkpoint looks like (a hypernetwork, LoRA, ...), or None."""
+    """What a dict that is not a full SD checkpoint looks like (a hypernetwork, LoRA, ...), or None.
+
+    Args:
+        keys: the keys of the file's state dict.
+
+    Returns:
+        A phrase for the user (``"it looks like a LoRA (put it in models/Lora)"``), or None when the keys have
+        UNet weights.
+    """
     keys = list(keys)
     if not keys:
         return "it holds no tensors"
@@ -56,6 +64,14 @@ def describe_non_checkpoint(keys) -> str | None:
 
 
 def cross_attention_width(shapes: Mapping[str, Sequence[int]]) -> int | None:
+    """The text width the UNet cross-attends to, read from the first ``attn2.to_k`` weight of a single file.
+
+    Args:
+        shapes: ``{key: shape}`` of a single-file checkpoint.
+
+    Returns:
+        The width (768 on SD 1.x, 1024 on SD 2.x, 2048 on SDXL), or None when no such weight exists.
+    """
     for key, shape in shapes.items():
         if key.startswith(UNET_PREFIX) and key.endswith("attn2.to_k.weight"):
             return int(shape[1])
@@ -68,6 +84,13 @@ def detect_architecture(shapes: Mapping[str, Sequence[int]], filename: str | os.
     SD 1.x has a CLIP text model under ``cond_stage_model.transformer.*``, SD 2.x an OpenCLIP one under
     ``cond_stage_model.model.*``, SDXL two under ``conditioner.embedders.{0,1}.*``. Whether an SD 2.x model
     predicts v is not in the keys (see the module docstring). Anything else is a :class:`ModelError`.
+
+    Args:
+        shapes: ``{key: shape}`` of a single-file checkpoint.
+        filename: what messages name.
+
+    Raises:
+        ModelError: not a checkpoint, an inpainting or other special UNet, an SDXL refiner, or no text encoder.
     """
     looks = describe_non_checkpoint(shapes.keys())
     if looks:
@@ -101,7 +124,14 @@ def detect_architecture(shapes: Mapping[str, Sequence[int]], filename: str | os.
 
 
 def yaml_prediction_type(path: Path) -> str | None:
-    """``'v_prediction'``/``'epsilon'`` from an AUTOMATIC1111 ``NAME.yaml`` beside ``path``, or None."""
+    """``'v_prediction'``/``'epsilon'`` from an AUTOMATIC1111 ``NAME.yaml`` beside ``path``, or None.
+
+    Args:
+        path: the checkpoint file (its ``.yaml`` twin is read).
+
+    Raises:
+        ModelError: the yaml exists but cannot be read.
+    """
     yaml_path = path.with_suffix(".yaml")
     if not yaml_path.is_file():
         return None
@@ -127,13 +157,27 @@ def _says_v(node) -> bool:
 
 
 def sidecar_config_dir(path) -> Path | None:
-    """The ``NAME.config/`` diffusers config folder beside a single file, when there is one."""
+    """The ``NAME.config/`` diffusers config folder beside a single file, when there is one.
+
+    Args:
+        path: the checkpoint file.
+
+    Returns:
+        The folder when it holds a ``model_index.json``, else None.
+    """
     candidate = Path(path).with_suffix(".config")
     return candidate if (candidate / "model_index.json").is_file() else None
 
 
 def guess_v_prediction(unet) -> bool:
-    """AUTOMATIC1111's test for SD 2.x: v-models answer a constant input far below it at t=999."""
+    """AUTOMATIC1111's test for SD 2.x: v-models answer a constant input far below it at t=999.
+
+    Args:
+        unet: the loaded UNet (one forward pass on an 8x8 input, no gradients).
+
+    Returns:
+        True when the mean of ``output - input`` is below -1.
+    """
     param = next(unet.parameters())
     with torch.no_grad():
         x = torch.full((1, unet.config.in_channels, 8, 8), 0.5, device=param.device, dtype=param.dtype)

@@ -12,7 +12,14 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 def resolve_device(arg: str | torch.device | None = None) -> torch.device:
-    """``--device``: ``auto``/None picks CUDA when present, else CPU; ``cpu``, ``cuda``, ``cuda:N``, ``mps``."""
+    """``--device``: ``auto``/None picks CUDA when present, else CPU; ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
+
+    Args:
+        arg: the flag's value, a ``torch.device``, or None.
+
+    Raises:
+        ValueError: an unknown device, or one this machine does not have.
+    """
     if isinstance(arg, torch.device):
         arg = str(arg)
     value = (arg or "auto").strip().lower()
@@ -40,7 +47,15 @@ _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "full": torch.float3
 
 
 def resolve_dtype(arg: str | torch.dtype | None, device: torch.device | str) -> torch.dtype:
-    """``--precision``: ``auto``/None is fp16 on CUDA and fp32 elsewhere; ``fp32``, ``fp16``, ``bf16`` force one."""
+    """``--precision``: ``auto``/None is fp16 on CUDA and fp32 elsewhere; ``fp32``, ``fp16``, ``bf16`` force one.
+
+    Args:
+        arg: the flag's value (``half``, ``float32``... are accepted too), a ``torch.dtype``, or None.
+        device: the device the models run on (decides ``auto``).
+
+    Raises:
+        ValueError: an unknown precision.
+    """
     if isinstance(arg, torch.dtype):
         if arg not in (torch.float32, torch.float16, torch.bfloat16):
             raise ValueError(f"--precision {arg}: expected one of {', '.join(PRECISIONS)}")

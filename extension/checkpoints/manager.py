@@ -37,6 +37,11 @@ class BuiltinModel:
     """A model that ships with the host, used when no checkpoint is chosen.
 
     ``load(device, dtype)`` returns its :class:`LoadedModel`; ``names`` are what a user may call it.
+
+    Args:
+        name: its name (the checkpoint dropdown's entry).
+        load: ``load(device, dtype) -> LoadedModel``.
+        aliases: other names that choose it.
     """
 
     name: str
@@ -96,7 +101,17 @@ def _utf8(name: str) -> bool:
 
 
 class LoadedModel:
-    """A loaded checkpoint: the diffusers pipeline generation uses, and what infotexts say about it."""
+    """A loaded checkpoint: the diffusers pipeline generation uses, and what infotexts say about it.
+
+    Args:
+        pipe: the diffusers pipeline.
+        name: the infotext's ``Model:`` value (the file stem).
+        architecture: ``'sd1'``, ``'sd2'``, ``'sd2-v'`` or ``'sdxl'``.
+        device: where the pipeline runs.
+        dtype: its precision.
+        info: the checkpoint it came from, or None (a built-in model).
+        hasher: computes the file's sha256 on first use, or None (no hash: random weights).
+    """
 
     def __init__(self, pipe, *, name: str, architecture: str, device: torch.device, dtype: torch.dtype,
                  info: CheckpointInfo | None = None, hasher: Callable[[], str | None] | None = None):
@@ -165,6 +180,13 @@ class ModelManager:
     ships with the host, such as the demo model), else an error. Loading another checkpoint drops this
     manager's reference to the old one first (callers still holding the old :class:`LoadedModel` keep it
     alive).
+
+    Args:
+        ckpt_dir: the checkpoints folder.
+        device: ``--device`` (:func:`~extension.checkpoints.device.resolve_device`).
+        precision: ``--precision`` (:func:`~extension.checkpoints.device.resolve_dtype`).
+        default: the checkpoint to load when none is chosen (``--ckpt``), or None.
+        builtin: the model to fall back on when no checkpoint is chosen and there is no default, or None.
     """
 
     def __init__(self, ckpt_dir, device=None, precision=None, default: str | None = None, *,
@@ -233,7 +255,14 @@ class ModelManager:
 
     def find(self, name: str) -> CheckpointInfo:
         """The checkpoint called ``name``: a title, ``name``, ``model_name``, file stem, relative path, absolute
-        path inside the folder, or (short) hash. A :class:`ModelError` says why nothing matched."""
+        path inside the folder, or (short) hash. A :class:`ModelError` says why nothing matched.
+
+        Args:
+            name: any of the names above; a ``" [hash]"`` suffix is allowed.
+
+        Raises:
+            ModelError: no name given, a path outside the folder, or no match (the message lists some).
+        """
         if not isinstance(name, str) or not name.strip():
             raise ModelError("no checkpoint name given")
         wanted = name.strip()
@@ -259,7 +288,11 @@ class ModelManager:
         raise ModelError(f"checkpoint {name!r} not found in {self.ckpt_dir} (available: {available})")
 
     def sha256(self, info: CheckpointInfo) -> str:
-        """Full sha256 of a checkpoint (cached in this manager by path, size and mtime; thread-safe)."""
+        """Full sha256 of a checkpoint (cached in this manager by path, size and mtime; thread-safe).
+
+        Args:
+            info: a checkpoint from :meth:`list_checkpoints`.
+        """
         path = Path(info.filename)
         key = self._stat_key(path)
         with self._hash_lock:
@@ -305,7 +338,18 @@ class ModelManager:
         return ("builtin",) if kind == "builtin" else (info.filename, info.size, info.mtime)
 
     def load(self, name: str | None = None) -> LoadedModel:
-        """Load checkpoint ``name`` (None: the default) unless it is already loaded; free the previous one."""
+        """Load checkpoint ``name`` (None: the default) unless it is already loaded; free the previous one.
+
+        Args:
+            name: any name :meth:`find` accepts, a name of the built-in model, or None for the default.
+
+        Returns:
+            The :class:`LoadedModel`, now :attr:`current`.
+
+        Raises:
+            ModelError: the checkpoint is unknown or fails to load; the previous one is then loaded again (when
+                it can be).
+        """
         with self._lock:
             target = self._target(name)
             key = self._key(target)

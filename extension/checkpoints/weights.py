@@ -74,7 +74,17 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
 
     Nothing runs from a pickle, a zip bomb or a lying header is refused before anything is allocated, and
     reading allocates at most the tensors' bytes, which are never more than the file holds (see
-    :mod:`extension.safe_pickle`, :mod:`extension.safetensors_file`)."""
+    :mod:`extension.safe_pickle`, :mod:`extension.safetensors_file`).
+
+    Args:
+        path: a ``.safetensors`` or ``.ckpt`` checkpoint.
+
+    Returns:
+        ``{key: tensor}``, old SD 1.x CLIP keys renamed (:func:`normalize_keys`).
+
+    Raises:
+        ModelError: an unreadable or unsafe file, or one that is not a Stable Diffusion checkpoint.
+    """
     path = Path(path)
     if path.suffix.lower() == ".safetensors":
         return normalize_keys(_safetensors(path))
@@ -96,6 +106,9 @@ def check_folder_weights(folder) -> None:
     """Check every weight file of a diffusers folder as a single file is checked, before diffusers reads any:
     pickles (``.bin``...) against :data:`safe_pickle.CHECKPOINT` (nothing run, no bomb unpacked),
     ``.safetensors`` headers whole; links that leave the folder are refused.
+
+    Args:
+        folder: the diffusers folder.
 
     Raises:
         ModelError: naming the first file that fails.
@@ -132,7 +145,14 @@ def check_folder_weights(folder) -> None:
 
 
 def normalize_keys(state: dict) -> dict:
-    """Old SD 1.x files name CLIP keys without ``text_model.``; AUTOMATIC1111 renames them, so do we."""
+    """Old SD 1.x files name CLIP keys without ``text_model.``; AUTOMATIC1111 renames them, so do we.
+
+    Args:
+        state: a single file's state dict.
+
+    Returns:
+        ``state`` itself when no key needs renaming, else a new dict.
+    """
     old = tuple(SD1_TEXT_PREFIX + part for part in ("embeddings.", "encoder.", "final_layer_norm."))
     if not any(k.startswith(old) for k in state):
         return state
@@ -141,7 +161,14 @@ def normalize_keys(state: dict) -> dict:
 
 
 def read_shapes(path) -> dict[str, tuple[int, ...]]:
-    """``{key: shape}`` of a single file; for ``.safetensors`` from its header alone (no weights read)."""
+    """``{key: shape}`` of a single file; for ``.safetensors`` from its header alone (no weights read).
+
+    Args:
+        path: a ``.safetensors`` or ``.ckpt`` checkpoint (a ``.ckpt`` is read whole).
+
+    Raises:
+        ModelError: an unreadable or unsafe file.
+    """
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
         return {k: tuple(v.shape) for k, v in read_state_dict(path).items()}
