@@ -61,6 +61,12 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
     [('(literal]', 1.0)]
 
     ``("BREAK", -1.0)`` entries mark chunk breaks.
+
+    Args:
+        text: the prompt (tags removed, prompt editing resolved).
+
+    Returns:
+        ``[(text, weight), ...]``; ``[("", 1.0)]`` for an empty prompt.
     """
     res: list[list] = []
     round_brackets: list[int] = []
@@ -111,7 +117,12 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
 
 @dataclasses.dataclass
 class PromptChunk:
-    """77 token ids (BOS + 75 + EOS) and one weight per token."""
+    """77 token ids (BOS + 75 + EOS) and one weight per token.
+
+    Args:
+        tokens: the token ids.
+        multipliers: one emphasis weight per token id.
+    """
 
     tokens: list[int] = dataclasses.field(default_factory=list)
     multipliers: list[float] = dataclasses.field(default_factory=list)
@@ -119,7 +130,15 @@ class PromptChunk:
 
 @dataclasses.dataclass(frozen=True)
 class TokenizerSpec:
-    """The token ids chunking needs, read from a CLIP tokenizer."""
+    """The token ids chunking needs, read from a CLIP tokenizer.
+
+    Args:
+        id_start: BOS.
+        id_end: EOS.
+        id_pad: what follows EOS in a chunk (EOS on SD 1.x's tokenizer, ``!`` on OpenCLIP's).
+        comma_token: the id of ``,</w>``, or None.
+        chunk_length: tokens per chunk between BOS and EOS (75).
+    """
 
     id_start: int
     id_end: int
@@ -129,6 +148,11 @@ class TokenizerSpec:
 
     @classmethod
     def of(cls, tokenizer) -> "TokenizerSpec":
+        """The spec of a ``transformers`` CLIP tokenizer.
+
+        Args:
+            tokenizer: the tokenizer (its ``model_max_length`` minus 2 is the chunk length).
+        """
         id_end = tokenizer.eos_token_id
         id_pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else id_end
         return cls(id_start=tokenizer.bos_token_id, id_end=id_end, id_pad=id_pad,
@@ -146,7 +170,18 @@ def _comma_token(tokenizer) -> int | None:
 
 def tokenize_prompt(tokenizer, text: str, *, comma_padding_backtrack: int = COMMA_PADDING_BACKTRACK
                     ) -> tuple[list[PromptChunk], int]:
-    """A1111's ``tokenize_line``: ``(chunks, token count)``; every chunk holds 77 ids and weights."""
+    """A1111's ``tokenize_line``: ``(chunks, token count)``; every chunk holds 77 ids and weights.
+
+    Args:
+        tokenizer: a CLIP tokenizer.
+        text: the prompt (emphasis and ``BREAK`` are parsed here).
+        comma_padding_backtrack: how far back a comma may be for the text after it to move to the next chunk
+            when a chunk fills up (0: never).
+
+    Returns:
+        ``(chunks, token count)``: at least one chunk; the count is 75 for every chunk but the last, plus the
+        last chunk's tokens (A1111's counter).
+    """
     spec = TokenizerSpec.of(tokenizer)
     parsed = parse_prompt_attention(text)
     tokenized = tokenizer([piece for piece, _ in parsed], truncation=False, add_special_tokens=False)["input_ids"]
@@ -228,6 +263,12 @@ def encode_chunks(text_encoder, tokenizer, chunks: Sequence[PromptChunk], layer:
 
     Returns ``(embeddings [1, 77 * len(chunks), dim], pooled of the first chunk or None)``; ``pooled`` is
     the projected text embedding when the encoder has a projection (SDXL's second encoder).
+
+    Args:
+        text_encoder: a ``CLIPTextModel`` or ``CLIPTextModelWithProjection``.
+        tokenizer: its tokenizer (for the BOS, EOS and padding ids).
+        chunks: from :func:`tokenize_prompt`.
+        layer: which hidden state to hand on (CLIP skip, final norm).
     """
     spec = TokenizerSpec.of(tokenizer)
     device = text_encoder.device
@@ -255,6 +296,13 @@ def apply_emphasis(z: torch.Tensor, multipliers: torch.Tensor) -> torch.Tensor:
 
     One guard A1111 lacks: when a chunk's mean is numerically zero (an untrained encoder whose final layer
     norm has no bias), the mean cannot be restored and only the weights are applied.
+
+    Args:
+        z: the encoder's hidden states, ``[chunks, 77, dim]``.
+        multipliers: one weight per token, ``[chunks, 77]``.
+
+    Returns:
+        The weighted hidden states, in ``z``'s dtype.
     """
     original_mean = z.float().mean(dim=(1, 2), keepdim=True)
     weighted = z * multipliers.unsqueeze(-1)
@@ -267,13 +315,25 @@ def apply_emphasis(z: torch.Tensor, multipliers: torch.Tensor) -> torch.Tensor:
 
 def encode_prompt(text_encoder, tokenizer, text: str, layer: EncoderLayer = EncoderLayer()
                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(embeddings [1, 77 * chunks, dim], pooled or None)`` for one prompt, the A1111 way."""
+    """``(embeddings [1, 77 * chunks, dim], pooled or None)`` for one prompt, the A1111 way.
+
+    Args:
+        text_encoder: a CLIP text model.
+        tokenizer: its tokenizer.
+        text: the prompt.
+        layer: which hidden state to hand on.
+    """
     chunks, _ = tokenize_prompt(tokenizer, text)
     return encode_chunks(text_encoder, tokenizer, chunks, layer)
 
 
 def count_tokens(tokenizer, text: str) -> tuple[int, int]:
-    """``(tokens used, token limit before the next chunk)``, as A1111's token counter shows."""
+    """``(tokens used, token limit before the next chunk)``, as A1111's token counter shows.
+
+    Args:
+        tokenizer: a CLIP tokenizer.
+        text: the prompt.
+    """
     chunks, token_count = tokenize_prompt(tokenizer, text)
     spec = TokenizerSpec.of(tokenizer)
     return token_count, max(len(chunks), 1) * spec.chunk_length
@@ -281,7 +341,16 @@ def count_tokens(tokenizer, text: str) -> tuple[int, int]:
 
 def pad_to_same_length(cond: torch.Tensor, uncond: torch.Tensor, empty: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad the shorter conditioning with repeats of the empty prompt's 77-token encoding."""
+    """Pad the shorter conditioning with repeats of the empty prompt's 77-token encoding.
+
+    Args:
+        cond: the prompt's embeddings, ``[batch, 77 * n, dim]``.
+        uncond: the negative prompt's, ``[batch, 77 * m, dim]``.
+        empty: the empty prompt's, ``[1, 77, dim]``.
+
+    Returns:
+        ``(cond, uncond)`` of the same length.
+    """
     def padded(z: torch.Tensor, length: int) -> torch.Tensor:
         missing = (length - z.shape[1]) // empty.shape[1]
         if missing <= 0:
@@ -294,7 +363,14 @@ def pad_to_same_length(cond: torch.Tensor, uncond: torch.Tensor, empty: torch.Te
 
 @dataclasses.dataclass
 class Conditioning:
-    """What a pipeline call takes: ``prompt_embeds`` etc., batch 1 (the caller repeats them)."""
+    """What a pipeline call takes: ``prompt_embeds`` etc., batch 1 (the caller repeats them).
+
+    Args:
+        prompt_embeds: the prompt's embeddings.
+        negative_prompt_embeds: the negative prompt's, of the same length.
+        pooled_prompt_embeds: SDXL's pooled prompt embedding, else None.
+        negative_pooled_prompt_embeds: SDXL's pooled negative embedding, else None.
+    """
 
     prompt_embeds: torch.Tensor
     negative_prompt_embeds: torch.Tensor
@@ -302,6 +378,12 @@ class Conditioning:
     negative_pooled_prompt_embeds: torch.Tensor | None = None
 
     def pipeline_kwargs(self, batch_size: int) -> dict:
+        """The pipeline's keyword arguments for a batch.
+
+        Args:
+            batch_size: images per pipeline call; every tensor is repeated that many times.
+        """
+
         def rep(t):
             return None if t is None else t.repeat(batch_size, *([1] * (t.dim() - 1)))
 
@@ -313,12 +395,22 @@ class Conditioning:
 
 
 def is_sdxl(pipe) -> bool:
+    """Whether ``pipe`` has SDXL's two text encoders (and their tokenizers).
+
+    Args:
+        pipe: a diffusers pipeline.
+    """
     return getattr(pipe, "text_encoder_2", None) is not None and getattr(pipe, "tokenizer_2", None) is not None
 
 
 def sd_layer(architecture: str | None, clip_skip: int) -> EncoderLayer:
     """SD 1.x follows CLIP skip; SD 2.x ignores it in A1111 (its converted encoder already ends at the
-    penultimate OpenCLIP layer)."""
+    penultimate OpenCLIP layer).
+
+    Args:
+        architecture: ``'sd1'``, ``'sd2'``, ``'sd2-v'`` (or None: treated as SD 1.x).
+        clip_skip: A1111's CLIP skip (1 = last layer).
+    """
     if architecture in ("sd2", "sd2-v"):
         return EncoderLayer(skip=1)
     return EncoderLayer(skip=clip_skip)
@@ -327,7 +419,15 @@ def sd_layer(architecture: str | None, clip_skip: int) -> EncoderLayer:
 @torch.no_grad()
 def encode_sd(pipe, prompt: str, negative_prompt: str, *, clip_skip: int = 1,
               architecture: str | None = None) -> Conditioning:
-    """SD 1.x / 2.x conditioning for one prompt and its negative prompt."""
+    """SD 1.x / 2.x conditioning for one prompt and its negative prompt.
+
+    Args:
+        pipe: an SD 1.x / 2.x pipeline.
+        prompt: the prompt.
+        negative_prompt: the negative prompt.
+        clip_skip: A1111's CLIP skip (ignored on SD 2.x).
+        architecture: the model's architecture (:func:`sd_layer`).
+    """
     layer = sd_layer(architecture, clip_skip)
     cond, _ = encode_prompt(pipe.text_encoder, pipe.tokenizer, prompt, layer)
     uncond, _ = encode_prompt(pipe.text_encoder, pipe.tokenizer, negative_prompt, layer)
@@ -350,6 +450,11 @@ def encode_sdxl(pipe, prompt: str, negative_prompt: str) -> Conditioning:
     """SDXL conditioning: both encoders' penultimate layers side by side, pooled from the second.
 
     As A1111: CLIP skip is ignored, and an empty negative prompt is all zeros (embeddings and pooled).
+
+    Args:
+        pipe: an SDXL pipeline.
+        prompt: the prompt.
+        negative_prompt: the negative prompt.
     """
     cond, pooled = _encode_sdxl_one(pipe, prompt)
     if negative_prompt == "":
@@ -364,7 +469,15 @@ def encode_sdxl(pipe, prompt: str, negative_prompt: str) -> Conditioning:
 
 def encode(pipe, prompt: str, negative_prompt: str, *, clip_skip: int = 1,
            architecture: str | None = None) -> Conditioning:
-    """Conditioning for ``pipe``'s family (SDXL when it has two text encoders, else SD 1.x / 2.x)."""
+    """Conditioning for ``pipe``'s family (SDXL when it has two text encoders, else SD 1.x / 2.x).
+
+    Args:
+        pipe: the pipeline.
+        prompt: the prompt, tags removed.
+        negative_prompt: the negative prompt.
+        clip_skip: A1111's CLIP skip (SD 1.x only).
+        architecture: the model's architecture (``'sd2'``/``'sd2-v'`` ignore CLIP skip).
+    """
     if is_sdxl(pipe):
         return encode_sdxl(pipe, prompt, negative_prompt)
     return encode_sd(pipe, prompt, negative_prompt, clip_skip=clip_skip, architecture=architecture)
@@ -378,6 +491,12 @@ def encode_texts(pipe, texts: Sequence[str], *, clip_skip: int = 1, architecture
     Each text is encoded as :func:`encode` encodes a prompt (emphasis, 75-token chunks, CLIP skip, SDXL's two
     encoders); texts of different chunk counts are padded with the empty prompt's encoding, as A1111 pads a
     batch.
+
+    Args:
+        pipe: the pipeline.
+        texts: the prompts.
+        clip_skip: A1111's CLIP skip.
+        architecture: the model's architecture.
     """
     if is_sdxl(pipe):
         pairs = [_encode_sdxl_one(pipe, text) for text in texts]
@@ -401,6 +520,14 @@ class ScheduledConditioning:
     ``steps`` is what A1111 schedules over (:meth:`SamplerSpec.total_steps`: UNet evaluations). Every
     (prompt text, negative text) pair the schedules reach is encoded up front, once, and padded to a common
     length as A1111 pads them at each step; :meth:`at` only looks up. Nothing changes after construction.
+
+    Args:
+        pipe: the pipeline whose encoders encode the texts.
+        prompt: the prompt, tags removed (prompt editing is resolved here).
+        negative_prompt: the negative prompt.
+        steps: the UNet evaluations the schedules span.
+        clip_skip: A1111's CLIP skip.
+        architecture: the model's architecture.
     """
 
     def __init__(self, pipe, prompt: str, negative_prompt: str, steps: int, *, clip_skip: int = 1,
@@ -421,8 +548,17 @@ class ScheduledConditioning:
         return len(self._conditionings) > 1
 
     def key(self, step: int) -> tuple[int, int]:
-        """Which (prompt, negative prompt) schedule entries evaluation ``step`` (0-based) uses."""
+        """Which (prompt, negative prompt) schedule entries evaluation ``step`` (0-based) uses.
+
+        Args:
+            step: the UNet evaluation, 0-based; out of range: the first evaluation's entries.
+        """
         return self._keys[step] if 0 <= step < len(self._keys) else self._keys[0]
 
     def at(self, step: int) -> Conditioning:
+        """The conditioning of UNet evaluation ``step`` (0-based), encoded up front.
+
+        Args:
+            step: the UNet evaluation, 0-based.
+        """
         return self._conditionings[self.key(step)]

@@ -208,6 +208,15 @@ def prompt_schedule(prompt: str, steps: int) -> Schedule:
     Raises ``ValueError`` for ``steps`` below 1 and for a prompt with more brackets than can be parsed in a few
     seconds (see :data:`MAX_GROUP_BRACKETS`); only prompts that may hold a schedule are parsed.
 
+    Args:
+        prompt: the prompt, tags already removed.
+        steps: the step count the schedule spans (sampler steps, or UNet evaluations: see the module docstring).
+
+    Returns:
+        ``[(end_at_step, text), ...]`` in step order; ``[(steps, prompt)]`` when nothing is scheduled.
+
+    Example:
+
     >>> prompt_schedule("a [cat:dog:0.5] on a sofa", 10)
     [(5, 'a cat on a sofa'), (10, 'a dog on a sofa')]
     """
@@ -228,13 +237,22 @@ def prompt_schedule(prompt: str, steps: int) -> Schedule:
 
 
 def is_edited(schedule: Schedule) -> bool:
-    """Whether the text changes during sampling."""
+    """Whether the text changes during sampling.
+
+    Args:
+        schedule: a :func:`prompt_schedule` result.
+    """
     return len({text for _, text in schedule}) > 1
 
 
 def index_at(schedule: Sequence[tuple[int, str]], step: int) -> int:
     """The entry A1111 uses at denoiser call ``step`` (0-based): the first ending at or after it, else the
-    first entry (A1111's fallback past the end)."""
+    first entry (A1111's fallback past the end).
+
+    Args:
+        schedule: a :func:`prompt_schedule` result.
+        step: the denoiser call, 0-based.
+    """
     for index, (end, _) in enumerate(schedule):
         if step <= end:
             return index
@@ -242,4 +260,10 @@ def index_at(schedule: Sequence[tuple[int, str]], step: int) -> int:
 
 
 def text_at(schedule: Sequence[tuple[int, str]], step: int) -> str:
+    """The text A1111 uses at denoiser call ``step`` (see :func:`index_at`).
+
+    Args:
+        schedule: a :func:`prompt_schedule` result.
+        step: the denoiser call, 0-based.
+    """
     return schedule[index_at(schedule, step)][1]

@@ -16,7 +16,13 @@ HYPERNET = "hypernet"
 
 @dataclasses.dataclass(frozen=True)
 class NetworkTag:
-    """One ``<network:items...>`` tag as written in the prompt."""
+    """One ``<network:items...>`` tag as written in the prompt.
+
+    Args:
+        network: the tag's type (``hypernet``, ``lora``...).
+        items: what follows it, split on ``:`` (``("NAME", "0.8")``).
+        text: the tag as written, for messages.
+    """
 
     network: str
     items: tuple[str, ...]
@@ -25,14 +31,26 @@ class NetworkTag:
 
 @dataclasses.dataclass(frozen=True)
 class HypernetworkRequest:
-    """A hypernetwork the prompt asks for, by name, at a multiplier."""
+    """A hypernetwork the prompt asks for, by name, at a multiplier.
+
+    Args:
+        name: the name in the tag (a file stem, or a path relative to the folder).
+        multiplier: the strength (negative values allowed).
+    """
 
     name: str
     multiplier: float = 1.0
 
 
 def parse_prompt(prompt: str) -> tuple[str, list[NetworkTag]]:
-    """Return the prompt with every tag removed, and the tags in prompt order."""
+    """Return the prompt with every tag removed, and the tags in prompt order.
+
+    Args:
+        prompt: the prompt as typed (None counts as empty).
+
+    Returns:
+        ``(text for the text encoder, [NetworkTag, ...])``.
+    """
     tags: list[NetworkTag] = []
 
     def take(match: re.Match) -> str:
@@ -43,7 +61,11 @@ def parse_prompt(prompt: str) -> tuple[str, list[NetworkTag]]:
 
 
 def parse_multiplier(text: str) -> float:
-    """A tag's multiplier: a finite number. Raises ``ValueError`` with a message for the user."""
+    """A tag's multiplier: a finite number. Raises ``ValueError`` with a message for the user.
+
+    Args:
+        text: the multiplier as written in the tag.
+    """
     try:
         value = float(text.strip())
     except ValueError:
@@ -54,7 +76,15 @@ def parse_multiplier(text: str) -> float:
 
 
 def hypernetwork_requests(tags: list[NetworkTag]) -> tuple[list[HypernetworkRequest], list[str]]:
-    """The hypernetworks the tags ask for, and a message for each tag that cannot be honoured."""
+    """The hypernetworks the tags ask for, and a message for each tag that cannot be honoured.
+
+    Args:
+        tags: the tags :func:`parse_prompt` found, in prompt order.
+
+    Returns:
+        ``(requests in prompt order, messages)``: tags of other types, empty names and bad multipliers give a
+        message and no request.
+    """
     requests: list[HypernetworkRequest] = []
     messages: list[str] = []
     for tag in tags:
@@ -78,12 +108,21 @@ def hypernetwork_requests(tags: list[NetworkTag]) -> tuple[list[HypernetworkRequ
 
 
 def parse_hypernetworks(prompt: str) -> tuple[str, list[HypernetworkRequest], list[str]]:
-    """``parse_prompt`` then ``hypernetwork_requests``: (cleaned prompt, requests, messages)."""
+    """``parse_prompt`` then ``hypernetwork_requests``: (cleaned prompt, requests, messages).
+
+    Args:
+        prompt: the prompt as typed.
+    """
     cleaned, tags = parse_prompt(prompt)
     requests, messages = hypernetwork_requests(tags)
     return cleaned, requests, messages
 
 
 def format_tag(name: str, multiplier: float = 1.0) -> str:
-    """The tag for ``name`` at ``multiplier``, as a card click inserts it."""
+    """The tag for ``name`` at ``multiplier``, as a card click inserts it.
+
+    Args:
+        name: the hypernetwork's name.
+        multiplier: its strength (written with ``:g``).
+    """
     return f"<{HYPERNET}:{name}:{multiplier:g}>"
