@@ -38,6 +38,47 @@ class TrainingConfig:
 
     ``training_width``/``training_height`` and ``preview_width``/``preview_height`` of 0 mean the model's
     native size (512 on SD 1.x, 64 on the demo model); AUTOMATIC1111's UI starts at 512.
+
+    Args:
+        hypernetwork_name: the network to train (a name in the hypernetworks folder).
+        learn_rate: the learning-rate schedule (``"5e-5:100, 5e-6"``) or a number.
+        batch_size: pictures per micro-batch (per process).
+        gradient_step: micro-batches per optimizer step (gradient accumulation).
+        data_root: the dataset folder.
+        log_directory: where copies, previews and the loss CSV go (``<log_directory>/<date>/<name>/``).
+        training_width: the training width in pixels, a multiple of 8; 0: the model's native size.
+        training_height: the training height, likewise.
+        varsize: keep each picture's size (cropped to a multiple of 8) instead of resizing ("do not resize").
+        steps: the step the run ends at (max steps; the schedule's last bound may end it earlier).
+        clip_grad_mode: ``"disabled"``, ``"value"`` or ``"norm"``.
+        clip_grad_value: the gradient-clip schedule, in the learning rate's syntax.
+        shuffle_tags: shuffle the caption's comma-separated tags each time a picture is used.
+        tag_drop_out: the probability of dropping each tag, in [0, 1].
+        latent_sampling_method: ``"once"``, ``"deterministic"`` or ``"random"`` (:mod:`.latents`).
+        use_weight: the pictures' alpha channel as a loss weight.
+        create_image_every: a preview every N steps (0: none).
+        save_hypernetwork_every: a save (log copy and the models-folder file) every N steps (0: at the end only).
+        template_filename: the prompt template: a file name in the templates folder, or a path.
+        preview_from_txt2img: previews use the ``preview_*`` settings instead of the batch's first prompt.
+        preview_prompt: the previews' prompt.
+        preview_negative_prompt: their negative prompt.
+        preview_steps: their sampling steps.
+        preview_sampler_name: their sampler.
+        preview_cfg_scale: their CFG scale.
+        preview_seed: their seed (-1: random).
+        preview_width: their width (0: the training width).
+        preview_height: their height (0: the training height).
+        flip: flip pictures horizontally with probability 0.5.
+        optimizer: a ``torch.optim`` class name.
+        seed: the run's seed, or None to draw one (recorded in the settings file).
+        mixed_precision: ``"auto"`` (fp16 on CUDA, none on CPU), ``"no"``, ``"fp16"`` or ``"bf16"``.
+        gradient_checkpointing: recompute the UNet's activations in the backward pass (less memory).
+        snr_gamma: min-SNR-gamma loss weighting (e.g. 5); 0: AUTOMATIC1111's plain loss.
+        save_optimizer_state: write the ``.optim`` sidecar with every save (needed to resume exactly).
+        training_write_csv_every: a loss CSV row every N steps (0: none).
+        clip_skip: A1111's CLIP skip for the captions' encoding and the previews.
+        dataset_filename_word_regex: AUTOMATIC1111's regular expression picking caption words from file names.
+        dataset_filename_join_string: what joins those words.
     """
 
     hypernetwork_name: str = ""
@@ -84,7 +125,16 @@ class TrainingConfig:
     @classmethod
     def from_request(cls, values: Mapping[str, Any], **defaults) -> "TrainingConfig":
         """A config from AUTOMATIC1111's keyword arguments (the API body, the CLI): unknown keys such as
-        ``id_task`` are ignored, missing ones take ``defaults``, then the UI's."""
+        ``id_task`` are ignored, missing ones take ``defaults``, then the UI's.
+
+        Args:
+            values: field names (and ``preview_sampler_index``, AUTOMATIC1111's old name) to values; None
+                values count as missing.
+            **defaults: values for fields ``values`` does not set.
+
+        Returns:
+            The config, not yet validated (see :meth:`validated`).
+        """
         names = {f.name for f in dataclasses.fields(cls)}
         aliases = {"preview_sampler_index": "preview_sampler_name"}  # A1111 before Aug 2023
         kwargs = dict(defaults)

@@ -20,7 +20,14 @@ FORMATS = {"safetensors": ".safetensors", "pt": ".pt"}
 
 
 def clean_name(name) -> str:
-    """The file name AUTOMATIC1111 would make of ``name``; :class:`TrainingError` when it is empty or a path."""
+    """The file name AUTOMATIC1111 would make of ``name``; :class:`TrainingError` when it is empty or a path.
+
+    Args:
+        name: the name as the user gave it.
+
+    Returns:
+        ``name`` stripped, keeping letters, digits and ``._-`` and spaces.
+    """
     if not isinstance(name, str):
         raise TrainingError(f"name must be text, got {name!r}")
     text = name.strip()

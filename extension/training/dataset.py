@@ -29,7 +29,14 @@ SIZE_STEP = 8  # training sizes are multiples of 8 pixels
 
 @dataclasses.dataclass
 class Picture:
-    """One training picture, ready to encode."""
+    """One training picture, ready to encode.
+
+    Args:
+        path: the file.
+        caption: its caption (from ``NAME.txt`` or the file name).
+        pixels: ``(3, H, W)`` in [-1, 1]; dropped (None) once the latents are encoded.
+        weight: the latent-sized loss weight, mean 1, or None without ``use_weight``.
+    """
 
     path: Path
     caption: str
@@ -94,6 +101,9 @@ def load_pictures(data_root, width: int, height: int, *, varsize: bool = False, 
         word_regex, join_string: AUTOMATIC1111's file-name caption settings.
         latent_factor: pixels per latent pixel (the VAE's scale factor: 8 on Stable Diffusion), for the weights.
 
+    Returns:
+        The :class:`Picture` s, sorted by file name.
+
     Raises:
         TrainingError: a missing or empty folder, or a picture that cannot be read, naming it.
     """
@@ -116,6 +126,15 @@ def batch_plan(sizes: list[tuple[int, int]], batch_size: int, seed: int, epoch: 
     Each size bucket is shuffled and cut into batches of ``batch_size`` (a bucket's remainder is dropped
     unless the bucket is smaller than a batch: then it is one smaller batch), and the batches are shuffled.
     With one size this is AUTOMATIC1111's epoch: ``len // batch_size`` batches of a fresh permutation.
+
+    Args:
+        sizes: each picture's ``(width, height)``, by index.
+        batch_size: pictures per batch.
+        seed: the run's seed.
+        epoch: the epoch, 0-based.
+
+    Returns:
+        The batches, each a list of picture indices.
     """
     rng = numpy_rng(seed, "epoch", epoch)
     buckets: dict[tuple[int, int], list[int]] = {}

@@ -32,7 +32,12 @@ class ScheduleError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-    """A parsed schedule: ``(value, bound)`` pairs, ``bound`` None for "until max steps"."""
+    """A parsed schedule: ``(value, bound)`` pairs, ``bound`` None for "until max steps".
+
+    Args:
+        pairs: ``(value, bound)`` in order, bounds increasing; only the last bound may be None.
+        text: the schedule as written, for display.
+    """
 
     pairs: tuple[tuple[float, int | None], ...]
     text: str = ""
@@ -43,19 +48,32 @@ class Schedule:
         return self.pairs[-1][1] is None
 
     def end(self, max_steps: int) -> int:
-        """The step count a run reaches: max steps, or the last bound when it is smaller."""
+        """The step count a run reaches: max steps, or the last bound when it is smaller.
+
+        Args:
+            max_steps: the run's ``steps``.
+        """
         return max_steps if self.open_ended else min(max_steps, self.pairs[-1][1])
 
     def value_at(self, step: int) -> float:
         """The value for 0-based step ``step``: the first pair whose bound is greater than it (the last value
-        beyond the end, which is what a clip schedule wants)."""
+        beyond the end, which is what a clip schedule wants).
+
+        Args:
+            step: the optimizer step, 0-based.
+        """
         for value, bound in self.pairs:
             if bound is None or bound > step:
                 return value
         return self.pairs[-1][0]
 
     def segments(self, first: int, last: int) -> list[tuple[int, int, float]]:
-        """``[(first step, last step, value), ...]``: runs of equal value over steps ``first..last`` inclusive."""
+        """``[(first step, last step, value), ...]``: runs of equal value over steps ``first..last`` inclusive.
+
+        Args:
+            first: the first step, 0-based.
+            last: the last step, included.
+        """
         out: list[tuple[int, int, float]] = []
         for step in range(first, last + 1):
             value = self.value_at(step)
@@ -84,6 +102,9 @@ def parse_schedule(spec, what: str = "learning rate") -> Schedule:
     Args:
         spec: ``"5e-5:100, 5e-6:1500"``, ``"0.001"``, or a number.
         what: how messages name it (``"learning rate"``, ``"gradient clip"``).
+
+    Returns:
+        The :class:`Schedule`; a number gives one open-ended pair.
 
     Raises:
         ScheduleError: with a message naming the problem.

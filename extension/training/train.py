@@ -47,7 +47,17 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class TrainingResult:
     """How a run ended. ``status``: ``finished``, ``interrupted``, ``complete`` (nothing left to train),
-    ``stopped`` (a NaN or inf loss)."""
+    ``stopped`` (a NaN or inf loss).
+
+    Args:
+        status: ``"finished"``, ``"interrupted"``, ``"complete"`` or ``"stopped"``.
+        message: what to tell the user.
+        filename: the network's file in the models folder.
+        step: the step the file holds now.
+        log_dir: the run's log folder, or None when the run did not start.
+        files: the log copies and previews written, in order.
+        network: the trained network in memory, or None when the run did not start.
+    """
 
     status: str
     message: str
@@ -65,14 +75,29 @@ class TrainingResult:
 
 
 def resolve_dir(path, root: Path) -> Path:
-    """A directory parameter: absolute as given, relative to ``root`` otherwise (never to the working folder)."""
+    """A directory parameter: absolute as given, relative to ``root`` otherwise (never to the working folder).
+
+    Args:
+        path: the parameter's value (``~`` expanded).
+        root: what a relative path is relative to.
+    """
     path = Path(str(path)).expanduser()
     return path if path.is_absolute() else Path(root) / path
 
 
 def training_dir(path, root: Path, roots, field: str) -> Path:
     """A directory parameter resolved (:func:`resolve_dir`), or, when ``roots`` is given, confined to them
-    (:func:`extension.confine.confine_dir`: relative to the first root; outside them a :class:`TrainingError`)."""
+    (:func:`extension.confine.confine_dir`: relative to the first root; outside them a :class:`TrainingError`).
+
+    Args:
+        path: the parameter's value.
+        root: what a relative path is relative to when ``roots`` is None.
+        roots: the folders the path must lie in, or None for no confinement.
+        field: the parameter's name, for messages.
+
+    Raises:
+        TrainingError: with ``roots``, a path outside them.
+    """
     if roots is None:
         return resolve_dir(path, root)
     from ..confine import OutsideRoots, confine_dir
@@ -84,7 +109,14 @@ def training_dir(path, root: Path, roots, field: str) -> Path:
 
 
 def native_size(model) -> int:
-    """The model's native picture size (its UNet sample size times the VAE factor)."""
+    """The model's native picture size (its UNet sample size times the VAE factor).
+
+    Args:
+        model: a :class:`~extension.checkpoints.LoadedModel`.
+
+    Returns:
+        The size in pixels; 512 when the pipeline does not say.
+    """
     pipe = model.pipe
     try:
         return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
@@ -93,6 +125,15 @@ def native_size(model) -> int:
 
 
 def network_path(name: str, library: HypernetworkLibrary) -> Path:
+    """The file of the network called ``name``, rescanning the folder once when it is not listed.
+
+    Args:
+        name: the network's name in ``library``.
+        library: the hypernetworks folder.
+
+    Raises:
+        TrainingError: no such network (the message suggests close names).
+    """
     entry = library.get(name)
     if entry is None:
         library.refresh()
@@ -185,7 +226,16 @@ def train_hypernetwork(config: TrainingConfig, model, library: HypernetworkLibra
 
 
 def make_accelerator(device: torch.device, mixed_precision: str = "auto"):
-    """An ``Accelerator`` for a run in this process on ``device``: fp16 mixed precision on CUDA by default."""
+    """An ``Accelerator`` for a run in this process on ``device``: fp16 mixed precision on CUDA by default.
+
+    Accelerate's process-wide state is reset first when an earlier run in this process chose another precision
+    or device (not in a multi-process run).
+
+    Args:
+        device: the model's device.
+        mixed_precision: ``"auto"`` (fp16 on CUDA, none elsewhere), ``"no"``, ``"fp16"`` or ``"bf16"``; on a
+            device other than CUDA it is always ``"no"``.
+    """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
