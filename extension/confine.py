@@ -23,7 +23,14 @@ class OutsideRoots(ValueError):
 
 
 def training_roots(roots: Iterable | None = None) -> tuple[Path, ...]:
-    """The roots as real absolute paths, duplicates dropped, order kept; none given: the project folder."""
+    """The roots as real absolute paths, duplicates dropped, order kept; none given: the project folder.
+
+    Args:
+        roots: the ``--train-data-dir`` values (one path, several, or None); empty entries are skipped.
+
+    Returns:
+        At least one root; ``~`` expanded, ``..`` and links resolved.
+    """
     if roots is None or isinstance(roots, (str, os.PathLike)):
         roots = [roots] if roots is not None else []
     out: list[Path] = []
@@ -38,7 +45,20 @@ def training_roots(roots: Iterable | None = None) -> tuple[Path, ...]:
 
 def confine_dir(value, roots: Sequence[Path] | None, field: str) -> Path:
     """The real path of directory parameter ``value`` if it lies in one of ``roots``; :class:`OutsideRoots`
-    otherwise. Relative paths (and an empty one) are relative to the first root."""
+    otherwise. Relative paths (and an empty one) are relative to the first root.
+
+    Args:
+        value: the parameter's value (a path; None or empty means the first root).
+        roots: the training roots (:func:`training_roots` is applied), or None for the project folder.
+        field: the parameter's name, for the message.
+
+    Returns:
+        The real path (links and ``..`` resolved); it need not exist.
+
+    Raises:
+        OutsideRoots: the real path lies outside every root, or ``value`` is not a path; the message is the same
+            whether or not the folder exists.
+    """
     roots = training_roots(roots)
     text = str(value if value is not None else "").strip() or "."  # empty: the first root, as training reads it
     if "\0" in text:

@@ -45,17 +45,38 @@ def atomic_write(path, write: Callable[[Path], None]) -> Path:
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`).
+
+    Args:
+        path: the final file; its folder is created when missing.
+        data: the file's whole content.
+
+    Returns:
+        ``path``, as a :class:`~pathlib.Path`.
+    """
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_write_text(path, text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`).
+
+    Args:
+        path: the final file; its folder is created when missing.
+        text: the file's whole content.
+        encoding: how ``text`` is encoded.
+
+    Returns:
+        ``path``, as a :class:`~pathlib.Path`.
+    """
     return atomic_write_bytes(path, text.encode(encoding))
 
 
 def is_temporary(path) -> bool:
-    """Whether ``path`` is a temporary file left by :func:`atomic_write` (e.g. after a crash)."""
+    """Whether ``path`` is a temporary file left by :func:`atomic_write` (e.g. after a crash).
+
+    Args:
+        path: a file name or path (only its name is looked at).
+    """
     name = Path(path).name
     return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 

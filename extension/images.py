@@ -2,8 +2,8 @@
 
 A picture is written under a temporary name, then linked to ``NNNNN-<suffix>.png`` with the first free number
 (a hard link fails when the name exists, and the folder is locked while a number is chosen, so two writers
-never take the same number), then the temporary name goes. A crash at any moment leaves no half-written picture under a numbered name. Used for generations,
-grids and training previews.
+never take the same number), then the temporary name goes. A crash at any moment leaves no half-written picture
+under a numbered name. Used for generations, grids and training previews.
 """
 from __future__ import annotations
 
@@ -16,7 +16,14 @@ from .fileio import TEMP_PREFIX, TEMP_SUFFIX
 
 
 def next_sequence_number(directory: Path) -> int:
-    """A1111's ``get_next_sequence_number``: one more than the largest leading number of a file name."""
+    """A1111's ``get_next_sequence_number``: one more than the largest leading number of a file name.
+
+    Args:
+        directory: the folder (missing: 0).
+
+    Returns:
+        The number the next picture takes, 0 in an empty folder.
+    """
     result = -1
     if Path(directory).is_dir():
         for name in os.listdir(directory):
@@ -28,7 +35,14 @@ def next_sequence_number(directory: Path) -> int:
 
 
 def png_info(infotext: str | None):
-    """A PNG text chunk ``parameters`` holding ``infotext`` (what AUTOMATIC1111 reads back), or None."""
+    """A PNG text chunk ``parameters`` holding ``infotext`` (what AUTOMATIC1111 reads back), or None.
+
+    Args:
+        infotext: the text, or None / empty for no chunk.
+
+    Returns:
+        A ``PIL.PngImagePlugin.PngInfo`` for ``Image.save(pnginfo=...)``, or None.
+    """
     from PIL.PngImagePlugin import PngInfo
 
     if not infotext:
@@ -90,7 +104,16 @@ def _folder_lock(directory: Path):
 
 
 def save_png_as(image, path, infotext: str | None = None) -> Path:
-    """Save ``image`` at exactly ``path`` (replacing it), atomically, with ``infotext``."""
+    """Save ``image`` at exactly ``path`` (replacing it), atomically, with ``infotext``.
+
+    Args:
+        image: a PIL image.
+        path: the file; its folder is created when missing.
+        infotext: written into the ``parameters`` chunk, or None.
+
+    Returns:
+        ``path``, as a :class:`~pathlib.Path`.
+    """
     from .fileio import atomic_write
 
     return atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=png_info(infotext)))

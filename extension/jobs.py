@@ -27,7 +27,13 @@ from typing import Any, Callable, Iterator
 
 
 class Job:
-    """One job on the device: its name, progress and stop requests. Made by :meth:`JobRunner.job`."""
+    """One job on the device: its name, progress and stop requests. Made by :meth:`JobRunner.job`.
+
+    Args:
+        name: what displays call it.
+        job_count: how many units (images, steps) it has, at least 1.
+        source: who started it (``"ui"``, ``"api"``, ``"cli"``...).
+    """
 
     def __init__(self, name: str, job_count: int = 1, source: str = ""):
         self.name = name
@@ -45,7 +51,14 @@ class Job:
         self._lock = threading.Lock()
 
     def update(self, step: int, steps: int, job_no: int | None = None, textinfo: str | None = None) -> None:
-        """Report progress: ``step`` of ``steps`` within unit ``job_no`` (of :attr:`job_count`)."""
+        """Report progress: ``step`` of ``steps`` within unit ``job_no`` (of :attr:`job_count`).
+
+        Args:
+            step: sampling steps done in the current unit.
+            steps: sampling steps in the current unit (0 when a unit has no steps, e.g. a training step).
+            job_no: the current unit, 0-based, or None to keep it.
+            textinfo: a line for displays, or None to keep it.
+        """
         with self._lock:
             self.sampling_step, self.sampling_steps = int(step), int(steps)
             if job_no is not None:
@@ -55,11 +68,17 @@ class Job:
 
     def set_preview(self, make: Callable[[], Any] | None) -> None:
         """``make()`` returns the current picture (a PIL image) when a display asks for it; it is called lazily,
-        on the asking thread, and must be cheap and safe to call while the job runs."""
+        on the asking thread, and must be cheap and safe to call while the job runs.
+
+        Args:
+            make: the picture maker, or None for no preview.
+        """
         with self._lock:
             self._preview = make
 
     def preview(self):
+        """The current picture (a PIL image) from the maker :meth:`set_preview` gave, or None (also when it
+        fails)."""
         with self._lock:
             make = self._preview
         try:
@@ -85,7 +104,24 @@ class Job:
 
 @dataclasses.dataclass(frozen=True)
 class Progress:
-    """What a progress display shows (AUTOMATIC1111's ``/sdapi/v1/progress`` fields)."""
+    """What a progress display shows (AUTOMATIC1111's ``/sdapi/v1/progress`` fields).
+
+    Args:
+        active: whether a job runs.
+        job: its name.
+        source: who started it.
+        job_count: its units.
+        job_no: the current unit, 0-based.
+        job_timestamp: when it started, ``YYYYmmddHHMMSS``.
+        sampling_step: steps done in the current unit.
+        sampling_steps: steps in the current unit.
+        progress: fraction done over all units, 0..1.
+        eta: seconds left, estimated.
+        interrupted: whether an interrupt was asked for.
+        skipped: whether a skip was asked for.
+        textinfo: the job's line for displays.
+        waiting: how many wait for the device.
+    """
 
     active: bool
     job: str = ""
@@ -152,8 +188,11 @@ class JobRunner:
     def device(self, label: str = "", timeout: float | None = None) -> Iterator[None]:
         """Hold the device (waiting in line) without starting a job; re-entrant on the same thread.
 
-        ``timeout``: give up after this many seconds in line, with ``TimeoutError`` (None: wait as long as it
-        takes)."""
+        Args:
+            label: what :meth:`waiting` shows while this waits.
+            timeout: give up after this many seconds in line, with ``TimeoutError`` (None: wait as long as it
+                takes).
+        """
         self._acquire(label, timeout)
         try:
             yield
