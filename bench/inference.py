@@ -3,12 +3,13 @@
     venv/bin/python bench/inference.py [--steps 20] [--size 256] [--rounds 3] [--out bench/RESULTS.md]
 
 The UNet is the real SD 1.5 configuration (``extension/configs/sd1/unet``, 860 M parameters) with random
-weights; a "generation" is one ``StableDiffusionPipeline`` call with precomputed prompt embeddings,
-classifier-free guidance (UNet batch 2) and ``output_type="latent"``, i.e. the denoising loop the
-hypernetworks act on (text encoding and VAE decoding cost the same with or without them and are left out).
+weights; a "generation" is ``StableDiffusionPipeline``'s denoising loop (Euler a, classifier-free guidance: UNet
+batch 2) with precomputed prompt embeddings, written out (:func:`generations_in_lockstep`) so that the
+configurations' generations run side by side, one step of each in turn: on a machine shared with other work,
+load then falls on all of them alike (text encoding and VAE decoding cost the same with or without a network and
+are left out). Ratios are against the bare UNet, over all rounds and per round.
 
-Configurations, timed side by side in interleaved rounds (the order rotates each round, so load from other
-processes hits them alike; ratios are taken per round against that round's bare UNet):
+Configurations:
 
 - ``bare UNet``: the stock processors, no network;
 - ``A1111 hooks, ReLU full``: AUTOMATIC1111's way (``a1111_hooks``: pre-hooks on every ``to_k``/``to_v``, the
@@ -42,6 +43,8 @@ import sys
 import time
 from pathlib import Path
 
+import sections  # bench/sections.py: this script's folder is on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -56,6 +59,11 @@ from extension.hypernetwork.folding import (COLLAPSED, FOLDED, RAW, AffineRun, a
 from extension.hypernetwork.reference import a1111_hooks  # noqa: E402
 
 SD1_UNET_CONFIG = ROOT / "extension" / "configs" / "sd1" / "unet" / "config.json"
+RESULTS_HEADER = """# Benchmark results
+
+Each section is written by its script (`bench/inference.py`, `bench/training.py`) and replaced when it runs
+again; the others stay. GPU figures are in `RESULTS-cuda.md` and `RESULTS-gpu.md`.
+"""
 TEXT_TOKENS = 77
 CFG_BATCH = 2  # classifier-free guidance: negative + positive rows
 FULL_SIZES = (768, 320, 640, 1280)
@@ -232,26 +240,67 @@ def make_network(sizes, activation=None) -> Hypernetwork:
     return Hypernetwork("bench", enable_sizes=sizes, layer_structure=[1, 2, 1], activation_func=activation)
 
 
-def generate(pipe, embeds, steps: int, size: int, config: Config) -> tuple[float, float]:
-    """``(wall seconds, CPU seconds of this process)`` of one generation; processors and hooks are put in place
-    before the clock starts and taken away after it stops."""
-    kwargs = {}
-    if config.kind == "project":
-        install_hypernetwork_processors(pipe)
-        kwargs = {"cross_attention_kwargs": {"hypernetworks": ActiveHypernetworks(config.networks,
-                                                                                  expected_calls=steps)}}
-    hooks = a1111_hooks(pipe.unet, config.networks) if config.kind == "a1111" else contextlib.nullcontext()
-    try:
-        with hooks:
-            _sync(pipe.device)
-            start, start_cpu = time.perf_counter(), time.process_time()
-            pipe(prompt_embeds=embeds[0], negative_prompt_embeds=embeds[1], num_inference_steps=steps,
-                 guidance_scale=7.0, height=size, width=size, output_type="latent",
-                 generator=torch.Generator().manual_seed(0), **kwargs)
-            _sync(pipe.device)
-            return time.perf_counter() - start, time.process_time() - start_cpu
-    finally:
-        remove_hypernetwork_processors(pipe)
+@contextlib.contextmanager
+def applied(unet, config: Config):
+    """The UNet set up for ``config``: stock processors (bare), AUTOMATIC1111's hooks, or this project's
+    processors; undone on exit."""
+    if config.kind == "a1111":
+        with a1111_hooks(unet, config.networks):
+            yield
+    elif config.kind == "project":
+        install_hypernetwork_processors(unet)
+        try:
+            yield
+        finally:
+            remove_hypernetwork_processors(unet)
+    else:
+        yield
+
+
+def generations_in_lockstep(pipe, embeds, steps: int, size: int, configs: list[Config],
+                            offset: int = 0) -> dict[str, list[tuple[float, float]]]:
+    """One generation of every configuration, run side by side: step ``i`` of each in turn (the order rotating
+    with ``offset + i``), so that load from other processes falls on all of them alike.
+
+    A generation is ``StableDiffusionPipeline``'s denoising loop written out: Euler a, guidance 7 (the UNet at
+    batch 2, negative and positive rows), its own scheduler, noise and ``ActiveHypernetworks`` (made for
+    ``steps`` calls, so its folds are made, and timed, in its first step). Only the step itself is timed; the
+    processors or hooks are put in place and taken away around it.
+
+    Returns:
+        ``{name: [(wall seconds, CPU seconds of this process) per step]}``.
+    """
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    unet = pipe.unet
+    context = torch.cat([embeds[1], embeds[0]])
+    state = {}
+    for config in configs:
+        scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
+        scheduler.set_timesteps(steps, device=unet.device)
+        generator = torch.Generator().manual_seed(0)
+        latents = torch.randn(1, 4, size // 8, size // 8, generator=generator).to(unet.device, unet.dtype)
+        active = ActiveHypernetworks(config.networks, expected_calls=steps) if config.kind == "project" else None
+        state[config.name] = [scheduler, latents * scheduler.init_noise_sigma, generator, active]
+    times: dict[str, list[tuple[float, float]]] = {config.name: [] for config in configs}
+    with torch.no_grad():
+        for index in range(steps):
+            shift = (offset + index) % len(configs)
+            for config in configs[shift:] + configs[:shift]:
+                scheduler, latents, generator, active = state[config.name]
+                t = scheduler.timesteps[index]
+                kwargs = {"cross_attention_kwargs": {"hypernetworks": active}} if active is not None else {}
+                with applied(unet, config):
+                    _sync(unet.device)
+                    start, start_cpu = time.perf_counter(), time.process_time()
+                    model_input = scheduler.scale_model_input(torch.cat([latents] * 2), t)
+                    noise = unet(model_input, t, encoder_hidden_states=context, **kwargs).sample
+                    uncond, cond = noise.chunk(2)
+                    latents = scheduler.step(uncond + 7.0 * (cond - uncond), t, latents, generator=generator).prev_sample
+                    _sync(unet.device)
+                    times[config.name].append((time.perf_counter() - start, time.process_time() - start_cpu))
+                state[config.name][1] = latents
+    return times
 
 
 def cpu_name() -> str:
@@ -308,43 +357,46 @@ def main(argv: list[str] | None = None) -> int:
     ]
     embeds = (torch.randn(1, TEXT_TOKENS, 768, generator=torch.Generator().manual_seed(1)).to(args.device, dtype),
               torch.randn(1, TEXT_TOKENS, 768, generator=torch.Generator().manual_seed(2)).to(args.device, dtype))
-    for config in configs:  # warm-up: every path once (and the collapsed maps of the linear modules)
-        generate(pipe, embeds, 1, args.size, config)
+    # warm-up: every path once (and the collapsed maps of the linear modules, cached on them from now on)
+    generations_in_lockstep(pipe, embeds, 1, args.size, configs)
     for config in configs[1:]:  # after the warm-up: the one-off collapse is reported apart
         config.counted = counted_generation_flops(unet, latent, config, steps)
-    times: dict[str, list[tuple[float, float]]] = {config.name: [] for config in configs}
+    steps_by_round: list[dict[str, list[tuple[float, float]]]] = []
     for round_index in range(args.rounds):
-        order = configs[round_index % len(configs):] + configs[:round_index % len(configs)]
-        for config in order:
-            times[config.name].append(generate(pipe, embeds, steps, args.size, config))
-            print(f"round {round_index + 1}: {config.name} {times[config.name][-1][0]:.1f} s", flush=True)
+        steps_by_round.append(generations_in_lockstep(pipe, embeds, steps, args.size, configs, offset=round_index))
+        print(f"round {round_index + 1}: " + ", ".join(f"{name} {sum(w for w, _ in values):.1f} s"
+                                                       for name, values in steps_by_round[-1].items()), flush=True)
+    times = {config.name: [tuple(map(sum, zip(*timed[config.name]))) for timed in steps_by_round]
+             for config in configs}
 
-    report = render(args, layers, base_unet, configs, times, choices, collapse_seconds, collapse_flops(linear),
+    report = render(args, layers, base_unet, configs, times, steps_by_round, choices, collapse_seconds,
+                    collapse_flops(linear),
                     time.perf_counter() - started, load_before, os.getloadavg())
-    args.out.write_text(report)
+    sections.write_section(args.out, "inference", report, header=RESULTS_HEADER)
     print(report)
     return 0
 
 
 # -- the report -------------------------------------------------------------------------------------------------
 def ratios(times: dict, name: str, against: str) -> tuple[float, float, float]:
-    """``(wall min ratio, paired wall median ratio, CPU median ratio)`` of ``name`` over ``against``."""
+    """``(total wall ratio, paired wall median ratio, total CPU ratio)`` of ``name`` over ``against``: sums over
+    all rounds, and the median over rounds of each round's ratio."""
     mine, theirs = times[name], times[against]
-    wall_min = min(w for w, _ in mine) / min(w for w, _ in theirs)
+    wall = sum(w for w, _ in mine) / sum(w for w, _ in theirs)
     paired = statistics.median(a[0] / b[0] for a, b in zip(mine, theirs))
-    cpu = statistics.median(c for _, c in mine) / statistics.median(c for _, c in theirs)
-    return wall_min, paired, cpu
+    cpu = sum(c for _, c in mine) / sum(c for _, c in theirs)
+    return wall, paired, cpu
 
 
-def render(args, layers, base_unet, configs, times, choices, collapse_seconds, collapse_gflops, elapsed,
-           load_before, load_after) -> str:
+def render(args, layers, base_unet, configs, times, steps_by_round, choices, collapse_seconds, collapse_gflops,
+           elapsed, load_before, load_after) -> str:
     g = 1e9
     steps = args.steps
     base_generation = base_unet * steps
     self_layers = [layer for layer in layers if not layer.cross]
     bare = configs[0].name
     lines = [
-        "# Inference benchmark: hypernetworks on an SD 1.5-shaped UNet",
+        "## Inference: hypernetworks on an SD 1.5-shaped UNet (`bench/inference.py`)",
         "",
         f"Written by `bench/inference.py` on {datetime.date.today().isoformat()}; not part of the test suite. "
         f"Machine: {cpu_name()}"
@@ -354,17 +406,17 @@ def render(args, layers, base_unet, configs, times, choices, collapse_seconds, c
         "",
         f"Setup: SD 1.5 UNet config, random weights, {args.dtype} on {args.device}; {args.size}x{args.size} images "
         f"({args.size // 8}x{args.size // 8} latents), {steps} steps of Euler a, guidance 7 (UNet batch 2), "
-        f"batch 1; a generation = one pipeline call with precomputed embeddings and `output_type=\"latent\"` "
-        f"(the denoising loop; text encoding and VAE decoding are the same with or without a network). "
-        f"{args.rounds} interleaved rounds (order rotating) after a one-step warm-up generation of each "
-        f"configuration; run took {elapsed:.0f} s.",
+        f"batch 1; a generation = the pipeline's denoising loop with precomputed embeddings (text encoding and "
+        f"VAE decoding are the same with or without a network). {args.rounds} rounds; in each, one generation of "
+        f"every configuration, run side by side: step i of each in turn, the order rotating every step; after a "
+        f"one-step warm-up of each configuration. Run took {elapsed:.0f} s.",
         "",
-        "## FLOPs",
+        "### FLOPs",
         "",
         f"- UNet forward (batch 2): {base_unet / g:.1f} GFLOPs (FlopCounterMode, classic attention); "
         f"generation: {base_generation / g:.1f} GFLOPs.",
         f"- Attention layers: {len(self_layers)} self-attention (tokens x width: "
-        f"{', '.join(sorted({f'{l.tokens}x{l.width}' for l in self_layers}))}), "
+        f"{', '.join(sorted({f'{layer.tokens}x{layer.width}' for layer in self_layers}))}), "
         f"{len(layers) - len(self_layers)} cross-attention ({TEXT_TOKENS}x768).",
         "- A [1,2,1] module on width d costs 2 x (d x 2d + 2d x d) = 8 d^2 FLOPs per token as it is; collapsed to "
         "one map 2 d^2; folded into a d_out x d projection 2 d^2 d_out once per generation and nothing per call. "
@@ -375,18 +427,18 @@ def render(args, layers, base_unet, configs, times, choices, collapse_seconds, c
         f"- One-off, per loaded network (cached on its modules, done in the warm-up): collapsing the linear "
         f"network's 8 modules, {collapse_gflops / g:.1f} GFLOPs, {collapse_seconds:.2f} s.",
         "- Extra GFLOPs per generation, analytic vs counted (FlopCounterMode on two real calls of one "
-        "generation's object, the first planning and folding): "
+        "generation's object, the first planning and folding; the counter does not see matrix-vector products, "
+        "so it misses the folds' bias terms `W c + b`, which the analytic count includes): "
         + ", ".join(f"{c.name} {c.flops / g:.2f} vs {c.counted / g:.2f}" for c in configs[1:]) + ".",
         "",
-        "## Time vs FLOPs (per generation)",
+        "### Time vs FLOPs (per generation)",
         "",
         "Time ratios are against the bare UNet. Three estimators, because this machine is shared with other "
-        "work: the fastest wall time of each configuration over the fastest bare run (the least disturbed runs), "
-        "the median over rounds of each round's wall time over that round's bare run (paired, so slow changes in "
-        "load cancel), and the ratio of median CPU times of the process.",
+        "work: total wall time over all rounds over the bare UNet's, the median over rounds of each round's wall "
+        "time over that round's bare UNet (paired), and the ratio of total CPU times of the process.",
         "",
         "| configuration | extra GFLOPs | FLOP ratio | wall min (s) | wall median (s) | CPU median (s) "
-        "| ratio, wall min | ratio, paired wall median | ratio, CPU median |",
+        "| ratio, total wall | ratio, paired wall median | ratio, total CPU |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     flop_ratio, time_ratio = {}, {}
@@ -404,7 +456,7 @@ def render(args, layers, base_unet, configs, times, choices, collapse_seconds, c
         return ("met on all three" if all(met) else "NOT met on any" if not any(met)
                 else f"met on {sum(met)} of 3")
 
-    labels = ("wall min", "paired wall", "CPU median")
+    labels = ("total wall", "paired wall", "total CPU")
 
     def listing(values, fmt) -> str:
         return ", ".join(f"{label} {fmt(v)}" for label, v in zip(labels, values))
@@ -413,7 +465,7 @@ def render(args, layers, base_unet, configs, times, choices, collapse_seconds, c
     relu_over_flops = [r / flop_ratio["ReLU full"] for r in time_ratio["ReLU full"]]
     lines += [
         "",
-        "## Targets",
+        "### Targets",
         "",
         f"- Linear full network <= 1.02 x the bare UNet (FLOP ratio {flop_ratio['linear full']:.4f}): "
         + listing(time_ratio["linear full"], lambda v: f"{v:.4f}") + " - "
@@ -427,11 +479,15 @@ def render(args, layers, base_unet, configs, times, choices, collapse_seconds, c
         + listing(time_ratio["cross-only"], lambda v: f"{v:.4f}") + " - "
         + verdict(time_ratio["cross-only"], lambda v: v <= 1.01) + ".",
         "",
-        "Raw times, wall / CPU seconds, in round order:",
+        "Raw times, wall / CPU seconds per generation, in round order; then the first step (which plans, folds "
+        "and transforms the text context) and the median of the later steps, wall seconds, over all rounds:",
         "",
     ]
     for name, values in times.items():
-        lines.append(f"- {name}: {', '.join(f'{w:.2f}/{c:.2f}' for w, c in values)}")
+        first = statistics.median(timed[name][0][0] for timed in steps_by_round)
+        later = statistics.median(w for timed in steps_by_round for w, _ in timed[name][1:])
+        lines.append(f"- {name}: {', '.join(f'{w:.2f}/{c:.2f}' for w, c in values)}; first step {first:.2f}, "
+                     f"later steps {later:.2f}")
     return "\n".join(lines) + "\n"
 
 

@@ -35,7 +35,6 @@ Servers run in child processes on 127.0.0.1 with the random-weight demo model, a
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import importlib
 import os
@@ -44,6 +43,8 @@ import re
 import sys
 import time
 from pathlib import Path
+
+import sections  # bench/sections.py: this script's folder is on sys.path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,42 +72,12 @@ def part(name: str):
 
 # -- the file ----------------------------------------------------------------------------------------------------
 def markers(name: str) -> tuple[str, str]:
-    return f"<!-- BEGIN reliability:{name} -->", f"<!-- END reliability:{name} -->"
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    import fcntl
-
-    import hashlib
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]  # the lock lives outside the repository
-    with open(Path(tempfile.gettempdir()) / f"reliability-{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return sections.markers(f"reliability:{name}")
 
 
 def write_section(name: str, text: str, path: Path = RESULTS) -> None:
     """Put ``text`` between the markers of section ``name`` in ``path`` (after the others if it is new)."""
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ValueError(f"section name {name!r}: letters, digits and ._- only")
-    begin, end = markers(name)
-    block = f"{begin}\n{text.strip()}\n{end}\n"
-    with _locked(path):
-        current = path.read_text(encoding="utf-8") if path.exists() else HEADER
-        if begin in current and end in current:
-            current = re.sub(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", lambda _: block, current,
-                             count=1, flags=re.S)
-        else:
-            current = current.rstrip() + "\n\n" + block
-        temporary = path.with_name(path.name + f".{os.getpid()}.tmp")
-        temporary.write_text(current, encoding="utf-8")
-        os.replace(temporary, path)
+    sections.write_section(path, f"reliability:{name}", text, header=HEADER)
 
 
 def read_section(name: str, path: Path = RESULTS) -> str | None:

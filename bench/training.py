@@ -18,7 +18,7 @@ pipeline the trainer needs (they run once per picture, before the loop). Batch 1
 - **several processes**: the demo model trained from the command line with one process and under
   ``accelerate launch --cpu --num_processes 2`` (one thread each): seconds per step and pictures per second.
 
-Results are written into ``bench/RESULTS.md`` between the ``training`` markers.
+Results are written into ``bench/RESULTS.md`` in its ``training`` section (:mod:`sections`).
 """
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ import datetime
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import sections  # bench/sections.py: this script's folder is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -44,7 +45,6 @@ import torch  # noqa: E402
 
 SD1_UNET_CONFIG = ROOT / "extension" / "configs" / "sd1" / "unet" / "config.json"
 RESULTS = ROOT / "bench" / "RESULTS.md"
-BEGIN, END = "<!-- training: written by bench/training.py -->", "<!-- /training -->"
 
 
 def build_model(device: str = "cpu"):
@@ -69,8 +69,7 @@ def build_model(device: str = "cpu"):
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(), unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    image_encoder=None, requires_safety_checker=False).to(device)
-    for module in (unet, vae, text_encoder):
-        module.requires_grad_(False)
+    # left trainable, as the loaders leave a model: the training run must freeze what it does not train
     return LoadedModel(pipe, name="sd15-random", architecture="sd1", device=torch.device(device), dtype=torch.float32)
 
 
@@ -90,6 +89,14 @@ def floor_seconds(model, size: int, repeats: int) -> list[float]:
     """Times of a bare forward + backward of the frozen UNet to its inputs."""
     unet, device = model.pipe.unet, model.device
     latent = size // 8
+    unet.requires_grad_(False)
+    try:
+        return _floor_times(unet, device, latent, repeats)
+    finally:
+        unet.requires_grad_(True)
+
+
+def _floor_times(unet, device, latent: int, repeats: int) -> list[float]:
     times = []
     for _ in range(repeats):
         sample = torch.randn(1, 4, latent, latent, device=device, requires_grad=True)
@@ -273,13 +280,7 @@ def per_step(work: Path, processes: int, short: int, long: int) -> float:
 
 # -- report -----------------------------------------------------------------------------------------------------------
 def write_section(text: str) -> None:
-    current = RESULTS.read_text() if RESULTS.exists() else ""
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}\n"
-    if BEGIN in current and END in current:
-        current = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", lambda _: block, current, flags=re.S)
-    else:
-        current = current.rstrip() + ("\n\n" if current else "") + block
-    RESULTS.write_text(current)
+    sections.write_section(RESULTS, "training", text)
 
 
 def main(argv: list[str] | None = None) -> int:

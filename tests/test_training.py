@@ -75,9 +75,14 @@ def weights(network) -> list[torch.Tensor]:
 def test_loss_falls_and_the_files_appear_at_their_steps(model, dataset, tmp_path):
     library = fresh(tmp_path, model)
     monitor = TrainingMonitor()
+    unet = model.pipe.unet
+    trainable = {name for name, p in unet.named_parameters() if p.requires_grad}
+    assert trainable, "the loader leaves the UNet trainable: the run must freeze it itself"
     result = train_hypernetwork(config(dataset, tmp_path, steps=40, learn_rate="5e-3", save_hypernetwork_every=10,
                                        create_image_every=20), model, library, monitor=monitor)
     assert result.status == "finished" and result.step == 40 and "finished at step 40" in result.message
+    assert all(p.grad is None for p in unet.parameters()), "the frozen UNet got gradients"
+    assert {name for name, p in unet.named_parameters() if p.requires_grad} == trainable  # restored after
     losses = [p.loss for p in monitor.losses()]
     assert len(losses) == 40 and np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10]), losses
     folder = Path(result.log_dir)
@@ -276,7 +281,7 @@ def test_two_cpu_processes_under_accelerate_launch_end_with_identical_weights(da
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", "29517", str(ROOT / "launch.py"), "--skip-install", "--train-hypernetwork",
                "style", "--dataset", str(dataset), "--hypernetwork-dir", str(tmp_path / "hypernetworks"),
-               "--learn-rate", "3e-3", "--steps", "6", "--batch-size", "2", "--save-every", "0", "--preview-every",
+               "--learn-rate", "3e-3", "--steps", "6", "--batch-size", "2", "--save-every", "3", "--preview-every",
                "0", "--template", "filewords.txt", "--log-dir", str(tmp_path / "logs"), "--seed", "3",
                "--train-data-dir", str(dataset), "--train-data-dir", str(tmp_path),
                "--width", str(SIZE), "--height", str(SIZE)]
@@ -285,6 +290,11 @@ def test_two_cpu_processes_under_accelerate_launch_end_with_identical_weights(da
                      if line.startswith("process ") and "sha256" in line)
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(digests) == 2 and digests[0] == digests[1], done.stdout
+    # the last step was a save step: every process agrees nothing is left to save (no process waits for ever)
+    assert sorted(p.name for p in (tmp_path / "logs").rglob("style-*.safetensors")) == \
+        ["style-3.safetensors", "style-6.safetensors"]
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert again.returncode == 0 and "already" in again.stdout + again.stderr, again.stderr[-3000:]
     alone = train_hypernetwork(config(dataset, tmp_path / "alone", steps=6, learn_rate="3e-3", seed=3),
                                model, fresh(tmp_path / "alone", model))
     trained = load_hypernetwork(tmp_path / "hypernetworks" / "style.safetensors")

@@ -232,7 +232,7 @@ def train(argv: list[str]) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
         reporter.stop()
-    if accelerator.num_processes > 1:
+    if accelerator.num_processes > 1 and result.network is not None:  # None: nothing was left to train
         digest = hashlib.sha256()  # of this process's weights in memory: DDP must have kept them identical
         for tensor in result.network.weights():
             digest.update(tensor.detach().cpu().numpy().tobytes())

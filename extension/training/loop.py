@@ -185,6 +185,11 @@ class Loop:
         status, message, recent = "finished", "", []
         steps_per_epoch = max(1, self.batches_per_epoch // config.gradient_step)
         step = s.first_step
+        # The UNet is frozen for the run (loaders leave its parameters trainable): gradients reach the network
+        # through it, and nothing computes or keeps gradients of its 860 M weights. Restored afterwards.
+        thawed = [parameter for parameter in unet.parameters() if parameter.requires_grad]
+        for parameter in thawed:
+            parameter.requires_grad_(False)
         try:
             while step < s.last_step:
                 learn_rate = s.schedule.value_at(step)
@@ -253,6 +258,8 @@ class Loop:
         finally:
             if config.gradient_checkpointing and not was_checkpointing:
                 unet.disable_gradient_checkpointing()
+            for parameter in thawed:
+                parameter.requires_grad_(True)
             network.eval()
             accelerator.free_memory()
         if status == "finished":
@@ -285,7 +292,7 @@ class Loop:
                 self.files.append(str(path))
                 self.monitor.add_file(path)
             checkpoints.save(network, self.s.source, state)
-            self.last_good = (step, self.s.source)
+        self.last_good = (step, self.s.source)  # on every process: all of them must agree on the final save
         self.accelerator.wait_for_everyone()
         return True
 

@@ -47,7 +47,8 @@ def find_template(name_or_path: str, root=None, *, allow_paths: bool = True) -> 
         raise TrainingError(f"template {text!r} does not exist")
     if text in (".", ".."):
         raise TrainingError(f"template_filename {text!r} is not a file name")
-    found = sorted(p for p in root.rglob(text) if p.is_file()) if root.is_dir() else []
+    # matched by name, not as a glob pattern: "*" or "[x]" in a name is a character like any other
+    found = sorted(p for p in root.rglob("*") if p.name == text and p.is_file()) if root.is_dir() else []
     if not found:
         available = ", ".join(list_templates(root)) or "none"
         raise TrainingError(f"template {text!r} is not in {root} (available: {available})")
