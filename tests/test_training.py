@@ -240,6 +240,11 @@ def test_templates_fill_name_and_filewords_and_shuffle_rejoins_with_a_space(tmp_
         find_template("dup.txt", tmp_path)
     with pytest.raises(TrainingError, match="not a path"):
         find_template("/etc/passwd", tmp_path, allow_paths=False)
+    for pattern in ("*.txt", "d?p.txt", "[d]up.txt"):  # a name, never a glob pattern
+        with pytest.raises(TrainingError, match="is not in"):
+            find_template(pattern, tmp_path)
+    (tmp_path / "one" / "[d]up.txt").write_text("c")
+    assert find_template("[d]up.txt", tmp_path) == tmp_path / "one" / "[d]up.txt"
 
 
 def test_png_alpha_becomes_a_weight_in_width_height_order(tmp_path):
