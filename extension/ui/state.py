@@ -254,8 +254,8 @@ class AppState:
         from ..training import TrainingMonitor, train_hypernetwork
 
         monitor = monitor or TrainingMonitor()
-        self.training = monitor
         with self.jobs.job("train-hypernetwork", source=source) as job:
+            self.training = monitor  # on the device: a queued run never takes over the running one's display
             job.set_preview(lambda: _latest_preview(monitor))
             model = self.current_model()
             return train_hypernetwork(config, model, self.library, job=job, monitor=monitor,
