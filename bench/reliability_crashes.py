@@ -84,8 +84,14 @@ def state_of(models: Path) -> tuple[int, bool, bool, list[str]]:
     return step, loads, state, visible
 
 
+def temporaries(models: Path) -> set[str]:
+    """Names of the network's temporary files (a save in progress, or one a kill cut short)."""
+    return {p.name for p in models.iterdir() if p.name.startswith(f".{NAME}.") and p.name.endswith(".tmp")}
+
+
 def one_round(number: int, mode: str, data: Path, models: Path, work: Path, rng: random.Random) -> Round:
     before = state_of(models)[0]
+    stale = temporaries(models)  # left by an earlier round's kill: the run removes them; they are no sign of a save
     process = subprocess.Popen(train_command(data, models, work, 10**6), env=_env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     start = time.monotonic()
@@ -93,7 +99,7 @@ def one_round(number: int, mode: str, data: Path, models: Path, work: Path, rng:
     caught, seen = False, set()
     while time.monotonic() < deadline and process.poll() is None:
         if mode == "mid-save":
-            temporary = {p.name for p in models.iterdir() if p.name.startswith(f".{NAME}.") and p.name.endswith(".tmp")}
+            temporary = temporaries(models) - stale
             seen |= temporary
             if temporary and len(seen) >= 3:  # the file and its sidecar saved once; now inside the next save
                 caught = True

@@ -100,7 +100,7 @@ def measure(quick: bool = False, workdir: Path | None = None) -> LoadRecord:
                 alone[key] = pixels_digest(answer.json()["images"][0])
             process = psutil.Process(server.process.pid)
             rss_before = process.memory_info().rss
-            client = Client(server.url, verbose=False)
+            client = Client(server.url, verbose=False, httpx_kwargs={"timeout": 1800})  # a place deep in the queue
             ui_plan = plan[: max(4, count // 10)]
             peak, statuses, api_equal, ui_equal = rss_before, {}, 0, 0
             start = time.monotonic()

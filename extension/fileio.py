@@ -81,6 +81,34 @@ def is_temporary(path) -> bool:
     return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 
 
+def remove_leftover_temporaries(path) -> list[Path]:
+    """Delete the temporary files a killed writer of ``path`` left beside it (``.NAME.*.tmp``).
+
+    Only for a writer that owns ``path`` exclusively while it runs (training owns its network's file: one run
+    per network at a time), since a temporary of a writer still running would go too.
+
+    Args:
+        path: the final file whose leftovers to remove.
+
+    Returns:
+        the files removed.
+    """
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for candidate in path.parent.glob(f"{TEMP_PREFIX}{glob_escape(path.name)}.*{TEMP_SUFFIX}"):
+        if candidate.is_file() and not candidate.is_symlink():
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with the glob pattern characters ``*?[`` made literal."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
 def sha256_file(path) -> str:
     """The sha256 of a file (AUTOMATIC1111's hash); of a folder, the sha256 over every file's
     ``relative/path`` and its own sha256, in sorted order.

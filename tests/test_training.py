@@ -119,6 +119,18 @@ def test_resume_from_a_save_equals_the_uninterrupted_run(model, dataset, tmp_pat
     assert again.status == "complete" and "already holds 12 steps" in again.message
 
 
+def test_a_run_removes_what_a_save_cut_short_left_and_nothing_else(model, dataset, tmp_path):
+    library = fresh(tmp_path, model)
+    root = library.root
+    leftovers = [root / ".style.safetensors.a1b2c3.tmp", root / ".style.safetensors.optim.x9.tmp"]
+    kept = [root / ".other.safetensors.q1.tmp", root / "style.safetensors.notes.tmp", root / ".style.safetensors.k"]
+    for path in leftovers + kept:
+        path.write_bytes(b"half a file")
+    result = train_hypernetwork(config(dataset, tmp_path, steps=1), model, library)
+    assert result.status == "finished"
+    assert [p for p in leftovers if p.exists()] == [] and all(p.exists() for p in kept)
+
+
 def test_interrupt_saves_and_says_so(model, dataset, tmp_path):
     library = fresh(tmp_path, model)
     job, monitor = Job("train-hypernetwork"), TrainingMonitor()

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from .. import paths
+from ..fileio import remove_leftover_temporaries
 from ..hypernetwork import Hypernetwork
 from ..hypernetwork.attention import install_hypernetwork_processors
 from ..library import HypernetworkLibrary
@@ -211,6 +212,9 @@ def train_hypernetwork(config: TrainingConfig, model, library: HypernetworkLibra
         accelerator = make_accelerator(model.device, config.mixed_precision)
     folder = checkpoints.log_folder(log_dir, name)
     if accelerator.is_main_process:
+        for leftover in (source, source.with_name(source.name + ".optim")):  # from a run killed mid-save
+            for removed in remove_leftover_temporaries(leftover):
+                log.info("removed %s, left by an interrupted save", removed)
         folder.mkdir(parents=True, exist_ok=True)
         write_settings(folder, {**config.as_dict(), "model_name": model.name, "model_hash": model.shorthash,
                                 "pictures": len(pictures), "initial_step": first,
