@@ -37,11 +37,43 @@ def atomic_write(path, write: Callable[[Path], None]) -> Path:
         write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, publish_mode(path))
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def publish_mode(path) -> int:
+    """The permission bits a file written at ``path`` should get: those of the file it replaces, else what a plain
+    ``open(path, "w")`` would give (0o666 less the umask). ``mkstemp``'s temporary files are 0o600, which would
+    otherwise make every saved network, setting and picture private to this user.
+
+    Args:
+        path: the final file.
+    """
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        return new_file_mode()
+
+
+def new_file_mode() -> int:
+    """0o666 less the process's umask: the bits ``open(path, "w")`` gives a new file."""
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux: ``/proc/self/status``; elsewhere 0o022)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:

@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .fileio import TEMP_PREFIX, TEMP_SUFFIX
+from .fileio import TEMP_PREFIX, TEMP_SUFFIX, new_file_mode
 
 
 def next_sequence_number(directory: Path) -> int:
@@ -73,6 +73,7 @@ def save_png(image, directory, suffix: str, infotext: str | None = None) -> Path
             image.save(handle, format="PNG", pnginfo=png_info(infotext))
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, new_file_mode())  # as a plain open() would make it, not mkstemp's 0o600
         with _folder_lock(directory):  # numbers are unique per folder, whatever follows them
             number = next_sequence_number(directory)
             while True:

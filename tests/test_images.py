@@ -42,3 +42,19 @@ def test_save_png_as_replaces_atomically(tmp_path):
     with Image.open(target) as image:
         assert image.getpixel((0, 0)) == (9, 9, 9) and image.info["parameters"] == "info"
     assert [p.name for p in tmp_path.iterdir()] == ["demo.preview.png"]
+
+
+def test_written_files_get_the_usual_permissions_not_mkstemps_private_ones(tmp_path):
+    import os
+
+    from extension.fileio import atomic_write_bytes
+
+    previous = os.umask(0o022)
+    try:
+        png = save_png(Image.new("RGB", (8, 8)), tmp_path, "1", "infotext")
+        written = atomic_write_bytes(tmp_path / "settings.json", b"{}")
+        assert png.stat().st_mode & 0o777 == 0o644 and written.stat().st_mode & 0o777 == 0o644
+        written.chmod(0o640)  # a replaced file keeps the bits its owner gave it
+        assert atomic_write_bytes(written, b"[]").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(previous)
