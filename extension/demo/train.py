@@ -307,13 +307,16 @@ def train_demo_model(outdir, steps: int = 3000, seed: int = 0, device: str | Non
 # -- hypernetwork ------------------------------------------------------------------------------------------------
 def train_demo_hypernetwork(model_dir, out_path, steps: int = 1500, seed: int = 1, device: str | None = None, *,
                             batch_size: int = 16, dataset_size: int = 100, learning_rate: str = "5e-3",
+                            snr_gamma: float = MIN_SNR_GAMMA, latent_sampling: str = "random",
                             log: Callable[[str], None] = print):
     """Train the demo hypernetwork (outlined shapes) on the frozen model in ``model_dir``; save to ``out_path``.
 
     A client of :mod:`extension.training`, as a user of the Train tab is: it writes ``dataset_size`` outlined
     pictures with their captions to a folder, creates a ``[1, 2, 1]`` ReLU network with modules for every
     attention width of the demo model, and trains it with :func:`extension.training.train_hypernetwork`
-    (template ``filewords.txt``: the captions alone, in the demo model's words). Returns the ``Hypernetwork``.
+    (template ``filewords.txt``: the captions alone, in the demo model's words), with the loss the model itself was
+    trained with (min-SNR weighting, ``snr_gamma``) and latents drawn afresh from each picture's encoding
+    (``latent_sampling``). Returns the ``Hypernetwork``.
     """
     import tempfile
 
@@ -336,13 +339,15 @@ def train_demo_hypernetwork(model_dir, out_path, steps: int = 1500, seed: int = 
         config = TrainingConfig(hypernetwork_name=out_path.stem, learn_rate=learning_rate, batch_size=batch_size,
                                 data_root=str(Path(tmp) / "pictures"), log_directory=str(Path(tmp) / "log"),
                                 steps=steps, template_filename="filewords.txt", create_image_every=0,
-                                save_hypernetwork_every=0, seed=seed)
+                                save_hypernetwork_every=0, seed=seed, save_optimizer_state=False,
+                                snr_gamma=snr_gamma, latent_sampling_method=latent_sampling)
         result = train_hypernetwork(config, model, library)
     say(result.message)
     network = load_hypernetwork(out_path)
     network.optional_info = (f"Draws the demo model's shapes as thick outlines. Trained {result.step} steps on "
                              f"{dataset_size} pictures, seed {seed}, batch {batch_size}, learning rate "
-                             f"{learning_rate}, {say.elapsed():.0f} s on {dev.type}.")
+                             f"{learning_rate}, min-SNR gamma {snr_gamma:g}, latents sampled {latent_sampling}, "
+                             f"{say.elapsed():.0f} s on {dev.type}.")
     network.save(out_path)
     say(f"saved {out_path}")
     return network

@@ -161,7 +161,7 @@ def build_train_panel(ctx: AppState, ui) -> tuple[Any, Any]:
                                         elem_id="train_mixed_precision")
                 checkpointing = gr.Checkbox(False, label="Gradient checkpointing (less memory, slower)",
                                             elem_id="train_gradient_checkpointing")
-                snr_gamma = gr.Number(0, minimum=0, label="Min-SNR gamma (0: off; 5 learns a style faster)",
+                snr_gamma = gr.Number(0, minimum=0, label="Min-SNR gamma (0: off, AUTOMATIC1111's loss; e.g. 5)",
                                       elem_id="train_snr_gamma")
         with gr.Column(scale=2, min_width=360):
             with gr.Row():
