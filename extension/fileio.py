@@ -7,6 +7,7 @@ threads or processes writing the same file never share a temporary name.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import tempfile
@@ -129,16 +130,11 @@ def remove_leftover_temporaries(path) -> list[Path]:
     removed = []
     if not path.parent.is_dir():
         return removed
-    for candidate in path.parent.glob(f"{TEMP_PREFIX}{glob_escape(path.name)}.*{TEMP_SUFFIX}"):
+    for candidate in path.parent.glob(f"{TEMP_PREFIX}{glob.escape(path.name)}.*{TEMP_SUFFIX}"):
         if candidate.is_file() and not candidate.is_symlink():
             candidate.unlink(missing_ok=True)
             removed.append(candidate)
     return removed
-
-
-def glob_escape(name: str) -> str:
-    """``name`` with the glob pattern characters ``*?[`` made literal."""
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def sha256_file(path) -> str:
