@@ -104,6 +104,20 @@ def atomic_write_text(path, text: str, encoding: str = "utf-8") -> Path:
     return atomic_write_bytes(path, text.encode(encoding))
 
 
+def is_utf8_name(name: str) -> bool:
+    """Whether a file name, as the OS gave it (undecodable bytes as surrogates), is valid UTF-8: names that are not
+    cannot be shown, sent as JSON or typed in a prompt, so folder listings leave them out.
+
+    Args:
+        name: a file name or relative path.
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def is_temporary(path) -> bool:
     """Whether ``path`` is a temporary file left by :func:`atomic_write` (e.g. after a crash).
 

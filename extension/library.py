@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from .errors import HypernetworkError
-from .fileio import sha256_file
+from .fileio import is_utf8_name, sha256_file
 from .hypernetwork import Hypernetwork, HypernetworkInfo, load_hypernetwork, read_info
 from .hypernetwork.files import SUFFIXES
 from .prompt.tags import HypernetworkRequest
@@ -131,7 +131,7 @@ def _scan(root: Path, skipped: list[tuple[str, str]] | None = None) -> list[Libr
                 continue
             path = here / filename
             rel_path = path.relative_to(root).as_posix()
-            if not _utf8(rel_path):  # a name that cannot be shown, sent as JSON or typed in a prompt
+            if not is_utf8_name(rel_path):  # a name that cannot be shown, sent as JSON or typed in a prompt
                 skipped.append((_shown(rel_path), SKIPPED_NOT_UTF8))
                 continue
             try:
@@ -160,15 +160,6 @@ def stat_is_file(stat: os.stat_result) -> bool:
 def _shown(name: str) -> str:
     """``name`` printable: undecodable bytes as U+FFFD."""
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def _utf8(name: str) -> bool:
-    """Whether a file name (as the OS gave it, undecodable bytes as surrogates) is valid UTF-8."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _unique_names(entries: list[LibraryEntry]) -> list[LibraryEntry]:

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from ..errors import ModelError
-from ..fileio import sha256_file
+from ..fileio import is_utf8_name, sha256_file
 from .convert import load_diffusers_folder, load_single_file
 from .detect import SINGLE_FILE_SUFFIXES, detect_architecture, sidecar_config_dir
 from .device import resolve_device, resolve_dtype
@@ -90,14 +90,6 @@ def _folder_has_weights(folder: Path) -> bool:
     root = folder.resolve()
     return any(p.suffix in WEIGHT_SUFFIXES for p in folder.rglob("*")
                if p.is_file() and (not p.is_symlink() or _inside(p, root)))
-
-
-def _utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 class LoadedModel:
@@ -245,7 +237,7 @@ class ModelManager:
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in files:
                 path = here / name
-                if path.suffix.lower() not in SINGLE_FILE_SUFFIXES or name.startswith(".") or not _utf8(name):
+                if path.suffix.lower() not in SINGLE_FILE_SUFFIXES or name.startswith(".") or not is_utf8_name(name):
                     continue
                 if path.is_symlink() and not _inside(path, self.ckpt_dir):
                     continue  # a link out of the folder (or to nothing) is never listed nor opened
