@@ -42,16 +42,13 @@ OTHER = "other-model"  # a second checkpoint: the demo architecture with other r
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> dict[str, Path]:
     from extension.demo.architecture import build_random_pipeline
-    from extension.demo.dataset import draw, sample_pictures
+    from extension.demo.dataset import write_folder
 
     root = tmp_path_factory.mktemp("api")
     make_hypernetwork_dir(root / "hypernetworks")
     build_random_pipeline(seed=1).save_pretrained(root / "checkpoints" / OTHER)
     dataset = root / "dataset"
-    dataset.mkdir()
-    for i, picture in enumerate(sample_pictures(4, seed=3, outline=True)):
-        draw(picture, 32).save(dataset / f"{i:02d}.png")
-        (dataset / f"{i:02d}.txt").write_text(picture.caption(), encoding="utf-8")
+    write_folder(dataset, 4, seed=3, size=32)
     return {"root": root, "hypernetworks": root / "hypernetworks", "dataset": dataset}
 
 

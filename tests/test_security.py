@@ -32,15 +32,13 @@ OTHER_CHECKPOINT = "hidden-checkpoint-name"
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> dict[str, Path]:
     from extension.demo.architecture import build_random_pipeline
-    from extension.demo.dataset import draw, sample_pictures
+    from extension.demo.dataset import write_folder
 
     root = tmp_path_factory.mktemp("security")
     make_hypernetwork_dir(root / "hypernetworks")
     build_random_pipeline(seed=1).save_pretrained(root / "checkpoints" / OTHER_CHECKPOINT)
     train = root / "train"
-    (train / "data").mkdir(parents=True)
-    for i, picture in enumerate(sample_pictures(2, seed=3, outline=True)):
-        draw(picture, 32).save(train / "data" / f"{i}.png")
+    write_folder(train / "data", 2, seed=3, size=32)
     (train / "escape").symlink_to("/etc")  # a link inside the training folder to a folder outside it
     return {"root": root, "hypernetworks": root / "hypernetworks", "train": train}
 
@@ -141,7 +139,7 @@ def test_file_routes_serve_the_output_folder_and_nothing_outside(secured, folder
     launch = Path(__file__).resolve().parent.parent / "launch.py"
     for target in ["/etc/passwd", str(launch), "launch.py", f"{secured.outdir}/../config.json",
                    f"{secured.outdir}/passwd-link", f"{temp}/../../config.json", "%2fetc%2fpasswd",
-                   "http://127.0.0.1:9/x", "file:///etc/passwd", str(folders["train"] / "data" / "0.png")]:
+                   "http://127.0.0.1:9/x", "file:///etc/passwd", str(folders["train"] / "data" / "0000.png")]:
         for route in ("/gradio_api/file=", "/gradio_api/file/"):
             answer = session.get(f"{secured.url}{route}{target}", timeout=30)
             assert answer.status_code in (403, 404), (route, target, answer.status_code)
