@@ -73,7 +73,7 @@ def test_create_then_train_shows_progress_the_loss_plot_and_a_preview(setup):
     expect(page.locator("#train_progress")).to_contain_text(re.compile(r"finished at step 6"), timeout=TIMEOUT)
     expect(page.locator("#train_loss_plot canvas, #train_loss_plot svg").first).to_be_visible(timeout=TIMEOUT)
     expect(page.locator("#train_previews img").first).to_be_visible(timeout=TIMEOUT)
-    assert page.locator("#train_previews img").count() == 2  # steps 3 and 6
+    expect(page.locator("#train_previews img")).to_have_count(2, timeout=TIMEOUT)  # steps 3 and 6
     screenshot(page, "train-tab")
     assert read_info(created).step == 6
     page.get_by_role("tab", name="txt2img", exact=True).click()

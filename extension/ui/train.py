@@ -205,27 +205,32 @@ def build_train_panel(ctx: AppState, ui) -> tuple[Any, Any]:
             result = ctx.train(config, monitor=monitor, source="ui")
         except TrainingError as exc:
             monitor.set_state("error", str(exc))
-            return _status_html(str(exc), "error")
+            return _status_html(str(exc), "error"), _shown_previews(monitor)
         except Exception as exc:  # noqa: BLE001 - the message belongs in the page; the server goes on
             log.exception("training failed")
             monitor.set_state("error", f"{type(exc).__name__}: {exc}")
-            return _status_html(f"Training failed: {exc}", "error")
-        return _status_html(result.message, "ok" if result.status != "stopped" else "error")
+            return _status_html(f"Training failed: {exc}", "error"), _shown_previews(monitor)
+        # The finished run's message and its last previews arrive together: the timer may not tick again first.
+        return _status_html(result.message, "ok" if result.status != "stopped" else "error"), _shown_previews(monitor)
 
     txt2img = [ui.prompt, ui.negative_prompt, ui.steps, ui.sampler, ui.cfg_scale, ui.seed, ui.width, ui.height]
     inputs = [network, learn_rate, clip_mode, clip_value, batch_size, gradient_step, data_root, log_directory,
               template, width, height, varsize, steps, image_every, save_every, use_weight, from_txt2img, shuffle,
               tag_drop, flip, latent, optimizer, seed, precision, checkpointing, snr_gamma, *txt2img]
-    start.click(run, inputs, [status], api_visibility="private", concurrency_limit=1, concurrency_id="gpu")
+    start.click(run, inputs, [status, previews], api_visibility="private", concurrency_limit=1, concurrency_id="gpu")
     interrupt.click(lambda: ctx.interrupt() and None, None, None, api_visibility="private", queue=False)
 
     def poll():
         monitor = ctx.training
-        shown = [(str(path), f"step {step}") for step, path in (monitor.previews() if monitor else [])]
-        return progress_html(monitor), loss_frame(monitor), shown
+        return progress_html(monitor), loss_frame(monitor), _shown_previews(monitor)
 
     timer.tick(poll, None, [status, plot, previews], api_visibility="private", queue=False, show_progress="hidden")
     return network, refresh_names
+
+
+def _shown_previews(monitor: TrainingMonitor | None) -> list[tuple[str, str]]:
+    """The gallery's items: each preview image with its step as caption."""
+    return [(str(path), f"step {step}") for step, path in (monitor.previews() if monitor else [])]
 
 
 def build_train_tab(ctx: AppState, ui) -> Any:
