@@ -95,6 +95,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-count", "--n-iter", dest="n_iter", type=int, default=1)
     p.add_argument("--cfg-scale", type=float, default=7.0)
     p.add_argument("--clip-skip", type=int, default=1)
+    p.add_argument("--pad-cond-uncond", action="store_true",
+                   help="AUTOMATIC1111's 'Pad prompt/negative prompt': attend to the padding of the shorter one")
     p.add_argument("--outdir", type=Path, default=paths.OUTPUT_DIR, help="default: outputs/")
     p.add_argument("--ckpt", default=None, help="checkpoint name (default: the demo model)")
     p.add_argument("--ckpt-dir", type=Path, default=paths.CKPT_DIR, help="default: models/Stable-diffusion/")
@@ -125,7 +127,8 @@ def main(argv: list[str]) -> int:
     request = Txt2ImgRequest(
         prompt=args.generate, negative_prompt=args.negative, sampler_name=args.sampler, scheduler=args.scheduler,
         steps=args.steps, cfg_scale=args.cfg_scale, width=args.width or size, height=args.height or args.width or size,
-        seed=args.seed, batch_size=args.batch_size, n_iter=args.n_iter, clip_skip=args.clip_skip)
+        seed=args.seed, batch_size=args.batch_size, n_iter=args.n_iter, clip_skip=args.clip_skip,
+        pad_cond_uncond=args.pad_cond_uncond)
 
     progress = Progress(sys.stderr)
     try:

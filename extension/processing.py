@@ -40,6 +40,7 @@ from .hypernetwork.attention import (KWARG, ActiveHypernetworks, attention_width
 from .infotext import format_infotext, generation_parameters, hypernet_hashes, parse_infotext
 from .prompt.tags import hypernetwork_requests, parse_prompt
 from .prompt.conditioning import Conditioning, ScheduledConditioning
+from .prompt.padding import KWARG as PADDING_KWARG, TextPadding
 from .preview import LatentPreview
 from .samplers import DEFAULT_SAMPLER, build_scheduler, resolve_sampler
 
@@ -66,6 +67,8 @@ class Txt2ImgRequest:
     batch_size: int = 1
     n_iter: int = 1  # A1111's "Batch count"
     clip_skip: int = 1  # 1 = last CLIP layer, 2 = penultimate (A1111's "Clip skip")
+    # A1111's "Pad prompt/negative prompt" (pad_cond_uncond; infotext "Pad conds"); None: off, A1111's default
+    pad_cond_uncond: bool | None = None
 
     @classmethod
     def from_infotext(cls, text: str, **overrides) -> "Txt2ImgRequest":
@@ -82,6 +85,7 @@ class Txt2ImgRequest:
             height=_as(int, fields.get("Size-2"), defaults.height),
             seed=_as(int, fields.get("Seed"), defaults.seed),
             clip_skip=_as(int, fields.get("Clip skip"), defaults.clip_skip),
+            pad_cond_uncond=True if str(fields.get("Pad conds", "")).lower() == "true" else None,
         )
         values.update(overrides)
         return cls(**values)
@@ -270,14 +274,14 @@ def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = No
     # one object serves every batch: the UNet calls it will see weigh the one-off cost of folding
     active = ActiveHypernetworks(for_model([(entry.network, entry.multiplier) for entry in resolved], pipe),
                                  expected_calls=choice.sampler.total_steps(request.steps) * request.n_iter)
-    cross_attention_kwargs = None
-    if active:
+    evaluations = choice.sampler.total_steps(request.steps)
+    conditioning = ScheduledConditioning(pipe, text, request.negative_prompt, evaluations,
+                                         clip_skip=request.clip_skip, architecture=architecture,
+                                         pad_cond_uncond=bool(request.pad_cond_uncond))
+    if active or conditioning.masks_padding:
         install_hypernetwork_processors(pipe)
-        cross_attention_kwargs = {KWARG: active}
-
-    conditioning = ScheduledConditioning(pipe, text, request.negative_prompt,
-                                         choice.sampler.total_steps(request.steps),
-                                         clip_skip=request.clip_skip, architecture=architecture)
+    # A1111 writes "Pad conds" when its last UNet evaluation padded
+    extra_params = {"Pad conds": True} if conditioning.at(evaluations - 1).padded else None
     hashes = hypernet_hashes((entry.name, entry.network.shorthash()) for entry in resolved)
     result = Txt2ImgResult(messages=messages, request=request,
                            hypernetworks=[(entry.name, entry.multiplier) for entry in resolved])
@@ -296,8 +300,12 @@ def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = No
         batch_seeds = seeds[batch * request.batch_size:(batch + 1) * request.batch_size]
         view = pipeline_view(pipe, build_scheduler(choice, pipe.scheduler.config, seeds=batch_seeds))
         latents, generators = initial_noise(pipe, batch_seeds, request.width, request.height)
+        padding = TextPadding(len(batch_seeds), conditioning.at(0)) if conditioning.masks_padding else None
+        cross_attention_kwargs = {key: value for key, value in ((KWARG, active), (PADDING_KWARG, padding))
+                                  if value} or None
 
-        def on_step_end(p, step, timestep, callback_kwargs, batch=batch, batch_size=len(batch_seeds)):
+        def on_step_end(p, step, timestep, callback_kwargs, batch=batch, batch_size=len(batch_seeds),
+                        padding=padding):
             nonlocal done
             done = batch * p.num_timesteps + step + 1
             preview.update(callback_kwargs["latents"])
@@ -309,6 +317,8 @@ def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = No
                     p._interrupt = True
             if conditioning.key(step + 1) != conditioning.key(step):  # prompt editing: the next text
                 callback_kwargs.update(loop_conditioning(p, conditioning.at(step + 1), batch_size, callback_kwargs))
+                if padding is not None:
+                    padding.follow(conditioning.at(step + 1))
             return callback_kwargs
 
         output = view(
@@ -324,7 +334,7 @@ def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = No
                 steps=request.steps, sampler=choice.sampler.name, schedule_type=choice.schedule.label,
                 cfg_scale=request.cfg_scale, seed=seed, width=request.width, height=request.height,
                 model_hash=getattr(model, "shorthash", None), model_name=getattr(model, "name", None),
-                clip_skip=request.clip_skip, rng="CPU", hypernet_hashes=hashes)
+                clip_skip=request.clip_skip, rng="CPU", hypernet_hashes=hashes, extra=extra_params)
             infotext = format_infotext(request.prompt, request.negative_prompt, params)
             result.images.append(image)
             result.infotexts.append(infotext)

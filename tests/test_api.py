@@ -239,6 +239,11 @@ def test_override_settings_apply_to_one_request(server):
     options = server.get("options").json()  # restored afterwards (the default)
     assert options["sd_model_checkpoint"] == "demo" and options["CLIP_stop_at_last_layers"] == 1
     assert options["sd_hypernetwork"] == "None"
+    long_negative = " ".join(["blurry"] * 80)  # two chunks against the prompt's one
+    _, padded = txt2img(server, negative_prompt=long_negative, override_settings={"pad_cond_uncond": True})
+    _, default = txt2img(server, negative_prompt=long_negative)
+    assert "Pad conds: True" in padded["infotexts"][0] and "Pad conds" not in default["infotexts"][0]
+    assert padded["extra_generation_params"].get("Pad conds") in (True, "True")
     _, kept = txt2img(server, override_settings={"CLIP_stop_at_last_layers": 3},
                       override_settings_restore_afterwards=False)
     try:

@@ -27,13 +27,15 @@ def launch(*args: str, cwd=ROOT, timeout=600, **kwargs) -> subprocess.CompletedP
 
 def test_generate_from_the_command_line_writes_pngs_with_infotext(tmp_path):
     result = launch("--generate", "a red circle on a blue background <hypernet:demo:1>", "--steps", "3",
-                    "--seed", "7", "--batch-size", "2", "--outdir", str(tmp_path))
+                    "--seed", "7", "--batch-size", "2", "--outdir", str(tmp_path),
+                    "--negative", " ".join(["blurry"] * 80), "--pad-cond-uncond")  # a two-chunk negative, padded
     assert result.returncode == 0, result.stderr[-3000:]
     paths = [line for line in result.stdout.splitlines() if line.endswith(".png")]
     assert len(paths) == 2
     for path in paths:
         info = Image.open(path).text["parameters"]
         assert "<hypernet:demo:1>" in info and "Hypernet hashes:" in info and "Steps: 3" in info
+        assert "Pad conds: True" in info
     # stderr is a pipe here: one plain line per step, no carriage returns (no progress bars, no loading bars)
     lines = result.stderr.splitlines()
     assert [line for line in lines if line.startswith("step ")] == ["step 1/3", "step 2/3", "step 3/3"]

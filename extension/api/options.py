@@ -28,6 +28,7 @@ CHECKPOINT_HASH = "sd_checkpoint_hash"
 CLIP_SKIP = "CLIP_stop_at_last_layers"
 SAMPLES_SAVE = "samples_save"
 LIVE_PREVIEWS = "live_previews_enable"
+PAD_COND_UNCOND = "pad_cond_uncond"
 ADD_HYPERNETWORK = "sd_hypernetwork"  # registered by scripts/hypernetworks.py
 READ_ONLY = (CHECKPOINT_HASH,)
 
@@ -46,6 +47,11 @@ def setting_specs() -> list[SettingSpec]:
                          "(save_images)"),
         SettingSpec(CLIP_SKIP, 1, "Clip skip (CLIP_stop_at_last_layers) of API generations and training",
                     section="Stable Diffusion", component="slider", minimum=1, maximum=12, step=1),
+        SettingSpec(PAD_COND_UNCOND, False, "Pad prompt/negative prompt", section="Optimizations",
+                    component="checkbox",
+                    info="when prompt and negative prompt have different lengths, the shorter is padded and the "
+                         "padding is attended to (AUTOMATIC1111's option; changes images; infotext 'Pad conds'). "
+                         "Off: each is seen alone, as AUTOMATIC1111 does by default"),
         SettingSpec(LIVE_PREVIEWS, True, "Show live previews of the image being generated (API progress)",
                     section="Live previews", component="checkbox",
                     info="/sdapi/v1/progress answers current_image while a job runs"),

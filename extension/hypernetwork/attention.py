@@ -40,6 +40,7 @@ from typing import Iterable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..prompt.padding import TextPadding
 from .folding import FoldedProjections
 from .modules import Hypernetwork
 
@@ -189,7 +190,9 @@ class HypernetworkAttnProcessor:
 
     ``original`` is the processor this one replaced: it runs every call that applies no network at this
     layer. ``bound`` is only set by :func:`hypernetworks_applied`; a per-call ``hypernetworks`` argument
-    overrides it. No request's state is kept here.
+    overrides it. A per-call ``text_padding`` (:class:`~extension.prompt.padding.TextPadding`) masks the
+    padding of a shorter prompt or negative prompt out of cross-attention, with or without networks. No
+    request's state is kept here.
 
     Args:
         original: the attention processor this one replaces (diffusers' ``AttnProcessor2_0`` or another).
@@ -202,7 +205,11 @@ class HypernetworkAttnProcessor:
 
     def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
-                 hypernetworks=None) -> torch.Tensor:
+                 hypernetworks=None, text_padding: TextPadding | None = None) -> torch.Tensor:
+        if text_padding is not None and encoder_hidden_states is not None:
+            padding = text_padding.mask(encoder_hidden_states)
+            if padding is not None:
+                attention_mask = padding if attention_mask is None else attention_mask + padding
         active = as_active(hypernetworks) if hypernetworks is not None else self.bound
         if encoder_hidden_states is not None:
             width = encoder_hidden_states.shape[-1]

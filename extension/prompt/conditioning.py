@@ -13,8 +13,11 @@ What A1111 does, and so what this does:
   so that the chunk's mean is what it was before.
 - CLIP skip ``n`` (A1111 semantics, 1 = last layer): hidden states of layer ``-n``, then the final layer norm.
   SD 2.x ignores it and SDXL uses the penultimate layer without the norm, as A1111 does.
-- Negative and positive conditionings of different lengths are padded with the encoding of the empty
-  prompt (A1111's "pad prompt/negative prompt to be same length"), since diffusers batches them together.
+- Prompt and negative prompt of different lengths (chunk counts): A1111 (``pad_cond_uncond`` off, its
+  default) runs the UNet on each separately, each attending to its own tokens only. diffusers batches them
+  together, so the shorter is padded with the empty prompt's encoding and the padding is masked out of
+  cross-attention (:class:`extension.prompt.padding.TextPadding`): the same numbers, in one UNet call. With
+  ``pad_cond_uncond`` on ("Pad conds" in the infotext) the padding is attended to, as A1111 then does.
 
 Prompt editing (``[a:b:0.5]``, ``[a|b]``) is parsed in :mod:`extension.prompt.schedule`;
 :class:`ScheduledConditioning` encodes each text it schedules. Textual-inversion embeddings are not handled.
@@ -370,12 +373,25 @@ class Conditioning:
         negative_prompt_embeds: the negative prompt's, of the same length.
         pooled_prompt_embeds: SDXL's pooled prompt embedding, else None.
         negative_pooled_prompt_embeds: SDXL's pooled negative embedding, else None.
+        prompt_length: how many of ``prompt_embeds``' tokens cross-attention may see (the rest is padding to
+            mask); None: all of them.
+        negative_length: the same for ``negative_prompt_embeds``.
+        padded: whether a shorter text was padded and the padding is attended to (A1111's "Pad conds").
     """
 
     prompt_embeds: torch.Tensor
     negative_prompt_embeds: torch.Tensor
     pooled_prompt_embeds: torch.Tensor | None = None
     negative_pooled_prompt_embeds: torch.Tensor | None = None
+    prompt_length: int | None = None
+    negative_length: int | None = None
+    padded: bool = False
+
+    @property
+    def masks_padding(self) -> bool:
+        """Whether some of the tokens are padding that cross-attention must not see."""
+        length = self.prompt_embeds.shape[1]
+        return any(n is not None and n < length for n in (self.prompt_length, self.negative_length))
 
     def pipeline_kwargs(self, batch_size: int) -> dict:
         """The pipeline's keyword arguments for a batch.
@@ -392,6 +408,28 @@ class Conditioning:
             kwargs["pooled_prompt_embeds"] = rep(self.pooled_prompt_embeds)
             kwargs["negative_pooled_prompt_embeds"] = rep(self.negative_pooled_prompt_embeds)
         return kwargs
+
+
+def paired(cond: torch.Tensor, uncond: torch.Tensor, empty, *, pad_cond_uncond: bool = False,
+           pooled: torch.Tensor | None = None, pooled_uncond: torch.Tensor | None = None) -> Conditioning:
+    """Prompt and negative prompt embeddings as one :class:`Conditioning`, the shorter padded when they differ.
+
+    Args:
+        cond: the prompt's embeddings, ``[1, 77 * n, dim]``.
+        uncond: the negative prompt's, ``[1, 77 * m, dim]``.
+        empty: a function giving the empty prompt's ``[1, 77, dim]`` encoding (called only to pad).
+        pad_cond_uncond: A1111's "Pad prompt/negative prompt" (off by default): the padding is attended to.
+            Off: it is masked, so each text is seen alone, as A1111 then runs them.
+        pooled: SDXL's pooled prompt embedding.
+        pooled_uncond: SDXL's pooled negative embedding.
+    """
+    if cond.shape[1] == uncond.shape[1]:
+        return Conditioning(cond, uncond, pooled, pooled_uncond)
+    lengths = (cond.shape[1], uncond.shape[1])
+    cond, uncond = pad_to_same_length(cond, uncond, empty())
+    if pad_cond_uncond:
+        return Conditioning(cond, uncond, pooled, pooled_uncond, padded=True)
+    return Conditioning(cond, uncond, pooled, pooled_uncond, prompt_length=lengths[0], negative_length=lengths[1])
 
 
 def is_sdxl(pipe) -> bool:
@@ -418,7 +456,7 @@ def sd_layer(architecture: str | None, clip_skip: int) -> EncoderLayer:
 
 @torch.no_grad()
 def encode_sd(pipe, prompt: str, negative_prompt: str, *, clip_skip: int = 1,
-              architecture: str | None = None) -> Conditioning:
+              architecture: str | None = None, pad_cond_uncond: bool = False) -> Conditioning:
     """SD 1.x / 2.x conditioning for one prompt and its negative prompt.
 
     Args:
@@ -427,14 +465,13 @@ def encode_sd(pipe, prompt: str, negative_prompt: str, *, clip_skip: int = 1,
         negative_prompt: the negative prompt.
         clip_skip: A1111's CLIP skip (ignored on SD 2.x).
         architecture: the model's architecture (:func:`sd_layer`).
+        pad_cond_uncond: A1111's "Pad prompt/negative prompt" (:func:`paired`).
     """
     layer = sd_layer(architecture, clip_skip)
     cond, _ = encode_prompt(pipe.text_encoder, pipe.tokenizer, prompt, layer)
     uncond, _ = encode_prompt(pipe.text_encoder, pipe.tokenizer, negative_prompt, layer)
-    if cond.shape[1] != uncond.shape[1]:
-        empty, _ = encode_prompt(pipe.text_encoder, pipe.tokenizer, "", layer)
-        cond, uncond = pad_to_same_length(cond, uncond, empty)
-    return Conditioning(cond, uncond)
+    return paired(cond, uncond, lambda: encode_prompt(pipe.text_encoder, pipe.tokenizer, "", layer)[0],
+                  pad_cond_uncond=pad_cond_uncond)
 
 
 @torch.no_grad()
@@ -446,7 +483,7 @@ def _encode_sdxl_one(pipe, text: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def encode_sdxl(pipe, prompt: str, negative_prompt: str) -> Conditioning:
+def encode_sdxl(pipe, prompt: str, negative_prompt: str, *, pad_cond_uncond: bool = False) -> Conditioning:
     """SDXL conditioning: both encoders' penultimate layers side by side, pooled from the second.
 
     As A1111: CLIP skip is ignored, and an empty negative prompt is all zeros (embeddings and pooled).
@@ -455,20 +492,19 @@ def encode_sdxl(pipe, prompt: str, negative_prompt: str) -> Conditioning:
         pipe: an SDXL pipeline.
         prompt: the prompt.
         negative_prompt: the negative prompt.
+        pad_cond_uncond: A1111's "Pad prompt/negative prompt" (:func:`paired`).
     """
     cond, pooled = _encode_sdxl_one(pipe, prompt)
-    if negative_prompt == "":
-        uncond, pooled_uncond = torch.zeros_like(cond), torch.zeros_like(pooled)
+    if negative_prompt == "":  # zeros the shape of the empty prompt's encoding (77 tokens), as A1111
+        uncond, pooled_uncond = (torch.zeros_like(t) for t in _encode_sdxl_one(pipe, ""))
     else:
         uncond, pooled_uncond = _encode_sdxl_one(pipe, negative_prompt)
-    if cond.shape[1] != uncond.shape[1]:
-        empty, _ = _encode_sdxl_one(pipe, "")
-        cond, uncond = pad_to_same_length(cond, uncond, empty)
-    return Conditioning(cond, uncond, pooled, pooled_uncond)
+    return paired(cond, uncond, lambda: _encode_sdxl_one(pipe, "")[0], pad_cond_uncond=pad_cond_uncond,
+                  pooled=pooled, pooled_uncond=pooled_uncond)
 
 
 def encode(pipe, prompt: str, negative_prompt: str, *, clip_skip: int = 1,
-           architecture: str | None = None) -> Conditioning:
+           architecture: str | None = None, pad_cond_uncond: bool = False) -> Conditioning:
     """Conditioning for ``pipe``'s family (SDXL when it has two text encoders, else SD 1.x / 2.x).
 
     Args:
@@ -477,10 +513,12 @@ def encode(pipe, prompt: str, negative_prompt: str, *, clip_skip: int = 1,
         negative_prompt: the negative prompt.
         clip_skip: A1111's CLIP skip (SD 1.x only).
         architecture: the model's architecture (``'sd2'``/``'sd2-v'`` ignore CLIP skip).
+        pad_cond_uncond: A1111's "Pad prompt/negative prompt" (:func:`paired`).
     """
     if is_sdxl(pipe):
-        return encode_sdxl(pipe, prompt, negative_prompt)
-    return encode_sd(pipe, prompt, negative_prompt, clip_skip=clip_skip, architecture=architecture)
+        return encode_sdxl(pipe, prompt, negative_prompt, pad_cond_uncond=pad_cond_uncond)
+    return encode_sd(pipe, prompt, negative_prompt, clip_skip=clip_skip, architecture=architecture,
+                     pad_cond_uncond=pad_cond_uncond)
 
 
 @torch.no_grad()
@@ -517,9 +555,11 @@ def encode_texts(pipe, texts: Sequence[str], *, clip_skip: int = 1, architecture
 class ScheduledConditioning:
     """The conditioning of each UNet evaluation of one generation, following prompt editing.
 
-    ``steps`` is what A1111 schedules over (:meth:`SamplerSpec.total_steps`: UNet evaluations). Every
-    (prompt text, negative text) pair the schedules reach is encoded up front, once, and padded to a common
-    length as A1111 pads them at each step; :meth:`at` only looks up. Nothing changes after construction.
+    ``steps`` is what A1111 schedules over (:meth:`SamplerSpec.total_steps`: UNet evaluations). Every text the
+    prompt's schedule reaches is encoded up front, once, as A1111 encodes a schedule: in one batch, so the texts
+    with fewer chunks get empty-prompt chunks up to the longest (attended to, as in A1111); the same for the
+    negative prompt's schedule. Each (prompt, negative prompt) pair the evaluations use is then made one
+    :class:`Conditioning` by :func:`paired`. :meth:`at` only looks up; nothing changes after construction.
 
     Args:
         pipe: the pipeline whose encoders encode the texts.
@@ -528,19 +568,38 @@ class ScheduledConditioning:
         steps: the UNet evaluations the schedules span.
         clip_skip: A1111's CLIP skip.
         architecture: the model's architecture.
+        pad_cond_uncond: A1111's "Pad prompt/negative prompt" (:func:`paired`).
     """
 
     def __init__(self, pipe, prompt: str, negative_prompt: str, steps: int, *, clip_skip: int = 1,
-                 architecture: str | None = None):
+                 architecture: str | None = None, pad_cond_uncond: bool = False):
         self.cond_schedule = prompt_schedule(prompt, steps)
         self.uncond_schedule = prompt_schedule(negative_prompt, steps)
         # past the last entry A1111 goes back to the first, so steps 0..steps cover every pair there is
         self._keys = [(index_at(self.cond_schedule, step), index_at(self.uncond_schedule, step))
                       for step in range(steps + 1)]
+        options = {"clip_skip": clip_skip, "architecture": architecture}
+        cond, pooled = encode_texts(pipe, [text for _, text in self.cond_schedule], **options)
+        negatives = [text for _, text in self.uncond_schedule]
+        uncond, pooled_uncond = encode_texts(pipe, negatives, **options)
+        if is_sdxl(pipe) and all(text == "" for text in negatives):  # A1111: SDXL's empty negative is zeros
+            uncond, pooled_uncond = torch.zeros_like(uncond), torch.zeros_like(pooled_uncond)
+
+        def empty():
+            return encode_texts(pipe, [""], **options)[0]
+
+        def row(tensor, index):
+            return None if tensor is None else tensor[index:index + 1]
+
         self._conditionings = {
-            key: encode(pipe, self.cond_schedule[key[0]][1], self.uncond_schedule[key[1]][1],
-                        clip_skip=clip_skip, architecture=architecture)
+            key: paired(row(cond, key[0]), row(uncond, key[1]), empty, pad_cond_uncond=pad_cond_uncond,
+                        pooled=row(pooled, key[0]), pooled_uncond=row(pooled_uncond, key[1]))
             for key in dict.fromkeys(self._keys)}
+
+    @property
+    def masks_padding(self) -> bool:
+        """Whether some evaluation's prompt or negative prompt has padding to mask (:mod:`.padding`)."""
+        return any(c.masks_padding for c in self._conditionings.values())
 
     @property
     def varies(self) -> bool:

@@ -227,6 +227,8 @@ class AppState:
             messages: list[str] = []
             if hooks:
                 request, messages = self.run_before_generate(request)
+            if getattr(request, "pad_cond_uncond", False) is None:  # not given (by an infotext): the setting's
+                request = dataclasses.replace(request, pad_cond_uncond=bool(self.settings.get("pad_cond_uncond", False)))
             if save is None:
                 save = bool(self.settings.get("samples_save", True))
             result = processing.txt2img(request, model, self.library, outdir=self.outdir if save else None,
