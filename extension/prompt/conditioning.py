@@ -25,6 +25,7 @@ Prompt editing (``[a:b:0.5]``, ``[a|b]``) is parsed in :mod:`extension.prompt.sc
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Sequence
 
@@ -585,7 +586,8 @@ class ScheduledConditioning:
         if is_sdxl(pipe) and all(text == "" for text in negatives):  # A1111: SDXL's empty negative is zeros
             uncond, pooled_uncond = torch.zeros_like(uncond), torch.zeros_like(pooled_uncond)
 
-        def empty():
+        @functools.cache
+        def empty():  # encoded once, and only when some pair needs padding
             return encode_texts(pipe, [""], **options)[0]
 
         def row(tensor, index):
