@@ -192,6 +192,7 @@ class HypernetworkLibrary:
         self._details: dict[tuple, EntryDetails] = {}
         self._hashes: dict[tuple, str] = {}
         self._loaded: collections.OrderedDict[tuple, Hypernetwork] = collections.OrderedDict()
+        self._loading: dict[tuple, threading.Lock] = {}  # one per file being read, so the listing never waits
         self._hasher: threading.Thread | None = None
         self._skipped: list[tuple[str, str]] = []
 
@@ -310,24 +311,42 @@ class HypernetworkLibrary:
         if entry is None:
             raise KeyError(self.unknown_message(name))
         with self._lock:
-            network = self._loaded.get(entry.identity)
+            network = self._cached(entry)
             if network is not None:
-                self._loaded.move_to_end(entry.identity)
                 return network
-            self._check_inside(entry)
+            loading = self._loading.setdefault(entry.identity, threading.Lock())
+        # The file is read outside the library's lock (listings and other files go on meanwhile), and once:
+        # a second request for the same file waits here for the first and takes its result.
+        with loading:
+            with self._lock:
+                network = self._cached(entry)
+            if network is not None:
+                return network
             try:
+                self._check_inside(entry)
                 network = load_hypernetwork(entry.path)
-            except HypernetworkError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a file's failure is the file's, with its name
-                logger.exception("loading %s failed", entry.path)
+            except Exception as exc:
+                with self._lock:
+                    self._loading.pop(entry.identity, None)
+                if isinstance(exc, HypernetworkError):
+                    raise
+                logger.exception("loading %s failed", entry.path)  # a file's failure is the file's, with its name
                 raise HypernetworkError(f"could not be loaded ({type(exc).__name__}: {str(exc)[:300]})",
                                         entry.path) from exc
-            self._hashes.setdefault(entry.identity, network.sha256)
-            self._loaded[entry.identity] = network
-            while len(self._loaded) > self.max_loaded:
-                self._loaded.popitem(last=False)
+            with self._lock:
+                self._hashes.setdefault(entry.identity, network.sha256)
+                self._loaded[entry.identity] = network
+                self._loading.pop(entry.identity, None)
+                while len(self._loaded) > self.max_loaded:
+                    self._loaded.popitem(last=False)
             return network
+
+    def _cached(self, entry: LibraryEntry) -> Hypernetwork | None:
+        """The loaded network of ``entry``'s file as it is now, marked most recently used (hold the lock)."""
+        network = self._loaded.get(entry.identity)
+        if network is not None:
+            self._loaded.move_to_end(entry.identity)
+        return network
 
     def _check_inside(self, entry: LibraryEntry) -> None:
         """Refuse to open ``entry`` if, since the scan, it became a link out of the folder."""

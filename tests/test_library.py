@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 
 import pytest
@@ -110,6 +111,40 @@ def test_loaded_networks_are_cached_by_file_identity(folder):
     os.utime(folder / "plain_linear.pt", (time.time() + 5, time.time() + 5))
     library.refresh()
     assert library.load("plain_linear") is not first
+
+
+def test_a_slow_load_blocks_neither_the_listing_nor_other_files_and_reads_a_file_once(folder, monkeypatch):
+    import extension.library as library_module
+
+    real_load, reads = library_module.load_hypernetwork, []
+    gate, started = threading.Event(), threading.Event()
+
+    def slow_load(path):  # the real reader, held back for plain_linear.pt (a big file on a slow disk)
+        reads.append(path.name)
+        if path.name == "plain_linear.pt":
+            started.set()
+            assert gate.wait(30)
+        return real_load(path)
+
+    monkeypatch.setattr(library_module, "load_hypernetwork", slow_load)
+    library = HypernetworkLibrary(folder)
+    results = []
+    loaders = [threading.Thread(target=lambda: results.append(library.load("plain_linear"))) for _ in range(2)]
+    loaders[0].start()
+    assert started.wait(30)
+    loaders[1].start()  # the same file, asked while it is being read
+    try:  # meanwhile everything else answers at once
+        assert "plain_linear" in library.names() and library.details(library.get("fresh")).info is not None
+        assert library.load("fresh").name == "fresh"
+        with pytest.raises(Exception, match="could not be loaded|not a|truncated|corrupt"):
+            library.load("broken")
+    finally:
+        gate.set()
+    for thread in loaders:
+        thread.join(30)
+    assert len(results) == 2 and results[0] is results[1]
+    assert reads.count("plain_linear.pt") == 1  # read once, the second request took the first one's result
+    assert library.load("plain_linear") is results[0]
 
 
 def test_a_thousand_files_list_without_reading_them(tmp_path):
