@@ -127,7 +127,9 @@ def extra_generation_params(infotext: str) -> dict[str, Any]:
 
     if not infotext:
         return {}
-    return {key: value for key, value in parse_infotext(infotext).items() if key not in BASE_INFOTEXT_KEYS}
+    booleans = {"True": True, "False": False}  # A1111 holds these as bools ("Pad conds": true)
+    return {key: booleans.get(value, value) if isinstance(value, str) else value
+            for key, value in parse_infotext(infotext).items() if key not in BASE_INFOTEXT_KEYS}
 
 
 # -- txt2img ---------------------------------------------------------------------------------------------------
