@@ -9,6 +9,8 @@ One call of :func:`txt2img` is one A1111 "Generate": ``n_iter`` batches of ``bat
 3. encode prompt and negative prompt with A1111's emphasis, chunking and CLIP skip
    (:mod:`extension.prompt.conditioning`), each text their prompt editing schedules (:mod:`extension.prompt.schedule`),
    pass the first step's embeddings to the pipeline and switch them between steps where the text changes;
+   when prompt and negative prompt differ in length, mask the shorter one's padding (:mod:`extension.prompt.padding`)
+   unless ``pad_cond_uncond`` asks for A1111's padded way;
 4. draw each image's initial noise from its own CPU generator (same images on any device), run the
    pipeline with the networks passed per call (``cross_attention_kwargs``), report progress and stop
    between steps when ``interrupt`` is set;
@@ -271,10 +273,10 @@ def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = No
     messages.extend(network_messages)
     if any(re.search(r"\bAND\b", prompt) for prompt in (text, request.negative_prompt)):
         messages.append("AND (composable prompts) is not supported: the prompt is encoded as one text.")
+    evaluations = choice.sampler.total_steps(request.steps)  # UNet evaluations per batch
     # one object serves every batch: the UNet calls it will see weigh the one-off cost of folding
     active = ActiveHypernetworks(for_model([(entry.network, entry.multiplier) for entry in resolved], pipe),
-                                 expected_calls=choice.sampler.total_steps(request.steps) * request.n_iter)
-    evaluations = choice.sampler.total_steps(request.steps)
+                                 expected_calls=evaluations * request.n_iter)
     conditioning = ScheduledConditioning(pipe, text, request.negative_prompt, evaluations,
                                          clip_skip=request.clip_skip, architecture=architecture,
                                          pad_cond_uncond=bool(request.pad_cond_uncond))
