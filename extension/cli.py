@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import paths
+from .cli_parser import ModeParser, server_parser
+from .quiet_warnings import quiet_image_processor_fallback
 
 ROOT = paths.ROOT
 
@@ -30,57 +32,7 @@ launch options (any mode):
   install torch, as in AUTOMATIC1111), SKIP_VENV=1 (run in the current interpreter)"""
 
 
-class ModeParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors point at ``launch.py --help`` and suggest a close flag name."""
-
-    def error(self, message: str):
-        hint = ""
-        match = re.search(r"unrecognized arguments: (.*)", message)
-        if match:
-            known = [*self._option_string_actions, *(mode.flag for mode in MODES)]
-            for arg in match.group(1).split():
-                close = difflib.get_close_matches(arg.split("=", 1)[0], known, n=1) if arg.startswith("--") else []
-                if close:
-                    hint += f"\n{self.prog}: did you mean {close[0]}?"
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}{hint}\n(launch.py --help lists every mode and its flags)\n")
-
-
 # -- the modes ----------------------------------------------------------------------------------------------------
-def server_parser() -> argparse.ArgumentParser:
-    parser = ModeParser(prog="launch.py", description="Serve the web UI (the default mode: no mode flag).")
-    parser.add_argument("--port", type=int, default=None,
-                        help="port to serve on (default 7860; 7861 with --nowebui, as AUTOMATIC1111)")
-    parser.add_argument("--listen", action="store_true",
-                        help="serve on 0.0.0.0 instead of 127.0.0.1 (a warning is printed without --gradio-auth, "
-                             "and with the API without --api-auth)")
-    parser.add_argument("--hypernetwork-dir", type=Path, default=paths.HYPERNETWORK_DIR,
-                        help="folder of hypernetwork files (default models/hypernetworks)")
-    parser.add_argument("--ckpt-dir", type=Path, default=paths.CKPT_DIR,
-                        help="folder of checkpoints (default models/Stable-diffusion)")
-    parser.add_argument("--ckpt", default=None, help="checkpoint to load at start (default: the demo model)")
-    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda when present)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
-                        help="weights precision (default: fp16 on CUDA, fp32 on CPU)")
-    parser.add_argument("--gradio-auth", default=None, help='"user:password" (several separated by commas)')
-    parser.add_argument("--gradio-auth-path", type=Path, default=None,
-                        help="file with user:password lines (or comma-separated pairs)")
-    parser.add_argument("--outdir", type=Path, default=paths.OUTPUT_DIR,
-                        help="where images are saved (default outputs/)")
-    parser.add_argument("--train-data-dir", type=Path, action="append", default=None, metavar="DIR",
-                        help="a folder training may read datasets from and write logs to (repeat for several; "
-                             "default: the project folder); relative training paths are relative to the first")
-    api = parser.add_argument_group("REST API (AUTOMATIC1111's /sdapi/v1, schema at /docs)")
-    api.add_argument("--api", action="store_true", help="serve the API on the same server as the UI")
-    api.add_argument("--nowebui", action="store_true", help="serve the API alone, without the UI")
-    api.add_argument("--api-auth", default=None,
-                     help='HTTP Basic for every /sdapi route: "user:password" (several separated by commas)')
-    api.add_argument("--api-auth-path", type=Path, default=None,
-                     help="file with user:password lines (or comma-separated pairs) for the API")
-    api.add_argument("--api-log", action="store_true", help="print a line for every API request")
-    return parser
-
-
 def serve(argv: list[str]) -> int:
     options = server_parser().parse_args(argv)
     quiet_image_processor_fallback()
@@ -255,32 +207,3 @@ def main(argv: list[str]) -> int:
         sys.stdout.write(full_help() if mode is SERVER else mode.parser().format_help())
         return 0
     return mode.run(argv)
-
-
-# -- warnings -----------------------------------------------------------------------------------------------------
-class _ImageProcessorFallbackFilter(logging.Filter):
-    """Drops transformers' "`XImageProcessor` requires torchvision (not installed); falling back to
-    `XImageProcessorPil`" warnings, and nothing else.
-
-    Where they come from: diffusers' ``pipeline_stable_diffusion.py`` does ``from transformers import
-    CLIPImageProcessor`` (the safety checker's feature extractor) and ``diffusers/loaders/ip_adapter.py`` does
-    ``from transformers import SiglipImageProcessor``, at import. Since transformers 5 those names need
-    torchvision, which this project does not install; transformers' lazy module then hands out the PIL class
-    it always used before and warns once per name. This project never runs an image processor (no safety
-    checker, no IP-Adapter), so the warning tells a user nothing. Binding the names to the PIL classes
-    ourselves does not work: with transformers 5.23 ``sys.modules["transformers"]`` is replaced by a fresh
-    lazy module while its submodules load, and diffusers then imports from the fresh one. So the message is
-    filtered, on the one logger that emits it; other transformers warnings still show.
-    """
-
-    PATTERN = re.compile(r"`\w+ImageProcessor` requires torchvision \(not installed\); falling back to `\w+Pil`")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not self.PATTERN.search(record.getMessage())
-
-
-def quiet_image_processor_fallback() -> None:
-    """Install :class:`_ImageProcessorFallbackFilter` (once; importing transformers is not needed)."""
-    logger = logging.getLogger("transformers.utils.import_utils")
-    if not any(isinstance(f, _ImageProcessorFallbackFilter) for f in logger.filters):
-        logger.addFilter(_ImageProcessorFallbackFilter())

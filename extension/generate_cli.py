@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import paths
-from .cli import ModeParser
+from .cli_parser import ModeParser
 from .samplers import DEFAULT_SAMPLER, sampler_names, schedule_type_labels
 
 

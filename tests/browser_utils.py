@@ -45,7 +45,7 @@ SERVER_CODE = """
 import json, sys
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from extension.cli import quiet_image_processor_fallback
+from extension.quiet_warnings import quiet_image_processor_fallback
 quiet_image_processor_fallback()  # as launch.py does before it serves
 from extension.ui.app import serve
 from extension.ui.state import ServeOptions

@@ -596,7 +596,7 @@ def test_nowebui_serves_no_page(api_only):
 
 
 def test_nowebui_port_defaults_to_7861():
-    from extension.cli import server_parser
+    from extension.cli_parser import server_parser
     from extension.ui.state import ServeOptions
 
     assert ServeOptions.from_namespace(server_parser().parse_args(["--nowebui"])).port == 7861

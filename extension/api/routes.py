@@ -645,7 +645,7 @@ def make_router(ctx, credentials: dict[str, str]) -> APIRouter:
 
 
 def _server_parser():
-    from ..cli import server_parser
+    from ..cli_parser import server_parser
 
     return server_parser()
 

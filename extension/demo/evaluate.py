@@ -219,7 +219,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--grid", default=None, help="save a PNG grid of the example prompts here")
     args = parser.parse_args(argv)
-    from ..cli import quiet_image_processor_fallback  # a command line like launch.py's modes: the same quiet
+    from ..quiet_warnings import quiet_image_processor_fallback  # a command line like launch.py's modes: the same quiet
 
     quiet_image_processor_fallback()
     pipe = load_pipeline(args.model, device=args.device)

@@ -379,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from ..cli import quiet_image_processor_fallback  # a command line like launch.py's modes: the same quiet
+    from ..quiet_warnings import quiet_image_processor_fallback  # a command line like launch.py's modes: the same quiet
 
     quiet_image_processor_fallback()
     if resolve_device(args.device).type == "cuda":  # this process only trains: faster matmuls are its choice

@@ -33,7 +33,7 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def create_parser() -> argparse.ArgumentParser:
-    from ..cli import ModeParser
+    from ..cli_parser import ModeParser
     from ..hypernetwork.config import WEIGHT_INITS, ui_activations
 
     p = ModeParser(prog=f"launch.py {CREATE_FLAG}", description="Create a new hypernetwork file.")
@@ -55,7 +55,7 @@ def create_parser() -> argparse.ArgumentParser:
 
 
 def train_parser() -> argparse.ArgumentParser:
-    from ..cli import ModeParser
+    from ..cli_parser import ModeParser
     from .config import CLIP_GRAD_MODES, LATENT_SAMPLING, PRECISIONS, TrainingConfig, optimizer_names
 
     d = TrainingConfig()

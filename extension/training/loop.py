@@ -32,6 +32,7 @@ from .loss import diffusion_loss, noise_scheduler, noisy_and_target, snr_weights
 from .monitor import TrainingMonitor
 from .preview import make_preview, preview_request
 from .randomness import numpy_rng, torch_generator
+from .result import TrainingResult
 from .schedule import Schedule
 from .templates import PromptMaker
 
@@ -74,7 +75,7 @@ class LoopSetup:
 
 
 class Loop:
-    """Runs one training from :class:`LoopSetup` to its :class:`~extension.training.train.TrainingResult`."""
+    """Runs one training from :class:`LoopSetup` to its :class:`~extension.training.result.TrainingResult`."""
 
     def __init__(self, setup: LoopSetup):
         self.s = setup
@@ -156,8 +157,6 @@ class Loop:
 
     # -- the run --------------------------------------------------------------------------------------------
     def run(self):
-        from .train import TrainingResult
-
         s, config, accelerator, network = self.s, self.config, self.accelerator, self.s.network
         unet = self.pipe.unet
         device = accelerator.device
