@@ -8,8 +8,13 @@
 //   W; over a plain word or a selection it wraps it as (word:1.1) / (word:0.9). Ctrl+Enter generates.
 //
 // The text functions are pure and exposed as window.hypernetworksUI for tests.
+// In a host's page (Forge, AUTOMATIC1111), which injects every javascript/*.js, this file does nothing: the host
+// has its own card clicks and Ctrl+Up/Down, and the standalone page alone sets window.sdHypernetworksStandalone.
 (function () {
   "use strict";
+  if (window.sdHypernetworksStandalone !== true) {
+    return;
+  }
 
   const PROMPTS = ["txt2img_prompt", "txt2img_neg_prompt"];
   const STEP = 0.1;

@@ -29,7 +29,7 @@ CLIP_SKIP = "CLIP_stop_at_last_layers"
 SAMPLES_SAVE = "samples_save"
 LIVE_PREVIEWS = "live_previews_enable"
 PAD_COND_UNCOND = "pad_cond_uncond"
-ADD_HYPERNETWORK = "sd_hypernetwork"  # registered by scripts/hypernetworks.py
+ADD_HYPERNETWORK = "sd_hypernetwork"  # registered by extension/ui/hypernetworks_script.py
 READ_ONLY = (CHECKPOINT_HASH,)
 
 # Training options of AUTOMATIC1111's Settings > Training that are fields of TrainingConfig by the same name:

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from ..prompt.padding import TextPadding
-from .folding import FoldedProjections
+from .folding import FoldedProjections, version_of
 from .modules import Hypernetwork
 
 KWARG = "hypernetworks"  # the processor parameter (and cross_attention_kwargs key) carrying the active list
@@ -150,7 +150,7 @@ class ActiveHypernetworks:
             return pinned[1], pinned[2]
         if torch.is_grad_enabled():
             return self.transform(context)
-        version = (_version(context), self.folds.signature(context.shape[-1]))
+        version = (version_of(context), self.folds.signature(context.shape[-1]))
         hit = self._contexts.get(id(context))
         if hit is not None and hit[0] is context and hit[1] == version:
             return hit[2], hit[3]
@@ -162,12 +162,6 @@ class ActiveHypernetworks:
             pass
         self._contexts[id(context)] = (context, version, context_k, context_v)
         return context_k, context_v
-
-
-def _version(tensor: torch.Tensor) -> int | None:
-    if tensor.is_inference():
-        return None  # inference tensors cannot be changed in place outside inference mode
-    return tensor._version
 
 
 def as_active(hypernetworks) -> ActiveHypernetworks | None:

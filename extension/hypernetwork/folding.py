@@ -81,8 +81,14 @@ def parameter_signature(module) -> tuple:
     Args:
         module: a ``HypernetworkModule``.
     """
-    return tuple((id(p), p.data_ptr(), p._version) for layer in module.linear
+    return tuple((id(p), p.data_ptr(), version_of(p)) for layer in module.linear
                  for p in layer._parameters.values() if p is not None)
+
+
+def version_of(tensor: torch.Tensor) -> int | None:
+    """``tensor._version``, or None for an inference tensor (made under ``torch.inference_mode``, as a host's
+    generation makes everything): those track no version, and cannot be changed in place outside that mode."""
+    return None if tensor.is_inference() else tensor._version
 
 
 def is_affine_now(module) -> bool:
@@ -415,7 +421,7 @@ class FoldedProjections:
     def _plan(self, projection: torch.nn.Linear, context: torch.Tensor, which: int) -> _Layer:
         segments = self.segments(context.shape[-1], which)
         weight, bias = projection.weight, projection.bias
-        version = (weight._version, None if bias is None else (id(bias), bias._version))
+        version = (version_of(weight), None if bias is None else (id(bias), version_of(bias)))
         with self._lock:
             layer = self._layers.get(id(projection))
         if layer is not None and layer.segments is segments and layer.weight is weight and layer.version == version:

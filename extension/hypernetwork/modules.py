@@ -21,7 +21,7 @@ from ..errors import HypernetworkError
 from ..fileio import sha256_file
 from . import files
 from .config import WEIGHT_INITS, HypernetworkConfig
-from .folding import AffineMemo
+from .folding import AffineMemo, version_of
 
 
 class HypernetworkModule(torch.nn.Module):
@@ -450,7 +450,7 @@ class Hypernetwork:
         if not half and all(p.device == device and p.dtype == torch.float32 for p in params):
             return self
         key = (str(device), dtype if half else torch.float32)
-        versions = tuple(p._version for p in params)
+        versions = tuple(version_of(p) for p in params)
         with self._lock:
             cached = self._inference_copies.get(key)
             if cached is not None and cached[0] == versions:

@@ -4,7 +4,8 @@ Forward pre-hooks on every attention's ``to_k`` and ``to_v``: the context each r
 chain of the networks' K (or V) modules for the context's width, in order, at every call. That is what
 AUTOMATIC1111's ``apply_hypernetworks`` computes inside its attention forward, in self- and cross-attention
 alike, with no caching and no folding. The project itself applies networks through
-:mod:`extension.hypernetwork.attention` only; nothing outside tests and ``bench/`` uses this module.
+:mod:`extension.hypernetwork.attention` (or, in a host, :mod:`extension.hosts.unet_patch`) only; outside tests and
+``bench/`` only :func:`attention_modules` is used (the host wing reads a host UNet's attention widths with it).
 """
 from __future__ import annotations
 
@@ -17,17 +18,21 @@ from .modules import Hypernetwork
 
 
 def attention_modules(unet: torch.nn.Module) -> list[torch.nn.Module]:
-    """Every attention of ``unet`` (anything with ``to_k`` and ``to_v`` Linear layers).
+    """Every attention of ``unet``: anything whose ``to_k`` and ``to_v`` are linear layers (modules with an
+    ``in_features``: ``torch.nn.Linear``, or a host's own linear class, such as Forge's, which is not a subclass).
 
     Args:
-        unet: a diffusers UNet, or any module.
+        unet: a diffusers UNet, a host's UNet, or any module.
 
     Returns:
         The attention modules, in ``unet.modules()`` order.
     """
-    return [module for module in unet.modules()
-            if isinstance(getattr(module, "to_k", None), torch.nn.Linear)
-            and isinstance(getattr(module, "to_v", None), torch.nn.Linear)]
+    return [module for module in unet.modules() if is_projection(getattr(module, "to_k", None))
+            and is_projection(getattr(module, "to_v", None))]
+
+
+def is_projection(layer) -> bool:
+    return isinstance(layer, torch.nn.Module) and isinstance(getattr(layer, "in_features", None), int)
 
 
 def _pre_hook(networks: tuple[tuple[Hypernetwork, float], ...], which: int):

@@ -58,9 +58,16 @@ def parse_auth(gradio_auth: str | None = None, gradio_auth_path: str | os.PathLi
     return pairs
 
 
+STANDALONE_CSS = Path(__file__).with_name("standalone.css")
+# Set before the scripts run: javascript/*.js act on this page only, and stay idle in a host's page (Forge and
+# AUTOMATIC1111 inject the same files, and have their own card clicks and prompt-weight keys).
+STANDALONE_MARK = "<script>window.sdHypernetworksStandalone = true;</script>"
+
+
 def head_html(javascript_dir: Path) -> str:
-    """Every ``javascript/*.js`` inlined as a ``<script>`` in name order (AUTOMATIC1111 injects them the same way)."""
-    parts = []
+    """Every ``javascript/*.js`` inlined as a ``<script>`` in name order (AUTOMATIC1111 injects them the same way),
+    after :data:`STANDALONE_MARK`."""
+    parts = [STANDALONE_MARK]
     for path in sorted(Path(javascript_dir).glob("*.js")) if Path(javascript_dir).is_dir() else []:
         code = path.read_text(encoding="utf-8").replace("</script", "<\\/script")
         parts.append(f'<script data-source="javascript/{html.escape(path.name)}">\n{code}\n</script>')
@@ -68,8 +75,9 @@ def head_html(javascript_dir: Path) -> str:
 
 
 def page_css(style_css: Path) -> str | None:
-    path = Path(style_css)
-    return path.read_text(encoding="utf-8") if path.is_file() else None
+    """The standalone page's layout (:data:`STANDALONE_CSS`), then ``style.css`` (the cards', shared with hosts)."""
+    parts = [p.read_text(encoding="utf-8") for p in (STANDALONE_CSS, Path(style_css)) if p.is_file()]
+    return "\n".join(parts) or None
 
 
 # -- models --------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Extra-network cards for hypernetworks, as AUTOMATIC1111 draws them: what each card says, search, sort, HTML.
 
 Pure functions of the models folder and the loaded model's attention widths; the Gradio panel that shows
-them is in ``scripts/hypernetworks.py``. Clicking a card is handled in ``javascript/hypernetworks.js``
+them is in ``extension/ui/hypernetworks_script.py``. Clicking a card is handled in ``javascript/hypernetworks.js``
 from the ``data-*`` attributes written here.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Strength comparison: the same seed at several multipliers of several hypernetworks, as one labelled grid.
 
 What users do by hand to judge a hypernetwork. The plan is pure (:func:`plan_prompts`), the drawing is pure
-(:func:`draw_grid`); ``scripts/hypernetwork_comparison.py`` runs the generations and saves the grid.
+(:func:`draw_grid`); ``extension/ui/comparison_script.py`` runs the generations and saves the grid.
 """
 from __future__ import annotations
 

@@ -1,0 +1,84 @@
+"""The Hypernetworks page among the host's extra-network tabs: one card per file of the folder.
+
+The cards say what the standalone cards say (:func:`extension.ui.cards.make_card`): preview, description, the
+metadata line (widths, structure, activation, step, base model, size, hash), a warning when the network does not
+fit the loaded model, and the error of a file that does not load. A click inserts ``<hypernet:NAME:M>`` with the
+host's "Default multiplier for extra networks"; search matches the path, the description and the sha256 (hashed in
+the background, as the standalone library does); the metadata button shows everything stored in the file.
+"""
+from __future__ import annotations
+
+from modules import shared, ui_extra_networks
+from modules.ui_extra_networks import quote_js
+
+from ...ui.cards import make_card
+from . import folder, model
+
+TITLE = "Hypernetworks"
+
+
+def card_description(card) -> str:
+    lines = []
+    if card.error:
+        lines.append(f"⚠ cannot be used: {card.error}")
+    elif card.fit in ("none", "partial"):
+        lines.append(f"⚠ {card.fit_note}")
+    if card.description:
+        lines.append(card.description)
+    lines.append(card.metadata_line())
+    return "\n".join(lines)
+
+
+class HypernetworksPage(ui_extra_networks.ExtraNetworksPage):
+    def __init__(self):
+        super().__init__(TITLE)
+
+    def refresh(self):
+        folder.library().refresh()
+
+    def create_item(self, name, index=None, enable_filter=True):
+        library = folder.library()
+        entry = library.get(name)
+        if entry is None:
+            return None
+        card = make_card(library, entry, model.attention_widths(shared.sd_model),
+                         preview_uri=lambda path: self.link_preview(str(path)))
+        details = library.details(entry)
+        stem = str(entry.path.with_suffix(""))
+        item = {
+            "name": entry.name,
+            "filename": str(entry.path),
+            "shorthash": card.sha256[:10] if card.sha256 else None,
+            "preview": card.preview,
+            "search_terms": [self.search_terms_from_path(str(entry.path)), *([card.sha256] if card.sha256 else [])],
+            "local_preview": f"{stem}.preview.{shared.opts.samples_format}",
+            "metadata": {"file": entry.rel_path, "format": entry.path.suffix.lstrip("."),
+                         **({"error": details.error} if details.error else {}),
+                         **(details.info.as_dict() if details.info else {})},
+            "sort_keys": {"default": index, **self.get_sort_keys(str(entry.path))},
+            "prompt": quote_js(f"<hypernet:{entry.name}:") + " + opts.extra_networks_default_multiplier + "
+            + quote_js(">"),
+        }
+        self.read_user_metadata(item)  # the host's user metadata (NAME.json), as on its other pages
+        item["description"] = card_description(card)  # the card's own text (which reads NAME.json's too)
+        return item
+
+    def list_items(self):
+        library = folder.library()
+        library.refresh()  # a new file shows on the next render, as the host's own pages rescan
+        entries = library.entries()
+        library.hash_in_background()
+        for index, entry in enumerate(entries):
+            item = self.create_item(entry.name, index)
+            if item is not None:
+                yield item
+
+    def allowed_directories_for_previews(self):
+        return [str(folder.library().root)]
+
+
+def replace_page(extra_pages: list, page) -> None:
+    """Put ``page`` in the host's list of pages, in place of any Hypernetworks page already there (the host's own,
+    reForge's, or ours from before a "Reload UI")."""
+    extra_pages[:] = [p for p in extra_pages if getattr(p, "title", None) != TITLE]
+    ui_extra_networks.register_page(page)

@@ -1,0 +1,117 @@
+"""Forge's UNet with the extension's attention patch against Forge's UNet with AUTOMATIC1111's way, number for number.
+
+Run with Forge's Python, from Forge's tree (``python tests/hosts/forge_unet_equality.py OUT.json``): the test
+``tests/test_host_forge.py`` does. For each family the UNet is Forge's own module
+(``backend.nn.unet.IntegratedUNet2DConditionModel``) built the way Forge's loader builds it: the shipped diffusers
+config, random weights (seeded), converted to the original names with Forge's converter and read back through
+``huggingface_guess``'s detection. Then, for the same latent, sigma and conditioning, under ``torch.inference_mode``
+as Forge samples:
+
+- ``bare``: the UNet alone;
+- ``patched``: the UNet with :func:`extension.hosts.unet_patch.with_hypernetworks`'s patches in its
+  ``transformer_options`` (what a patched clone hands the UNet);
+- ``reference``: the UNet with :func:`extension.hypernetwork.reference.a1111_hooks` (the context rewritten before
+  ``to_k`` / ``to_v``, K into K, V into V, in self- and cross-attention), no patch.
+
+SD 1.5 and SD 2.1 are at their real shapes; the SDXL UNet has SDXL's widths, text width (2048), pooled input and
+linear projections, with one transformer block per level instead of 2 and 10 (the same code, a tenth of the
+memory). Writes ``{family: {"max_abs_diff", "max_abs_reference", "max_abs_effect"}}``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+FORGE = Path.cwd()
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(FORGE), str(FORGE / "packages_3rdparty"), str(FORGE / "repositories" / "huggingface_guess"),
+                str(ROOT)]
+OUT = Path(sys.argv[1])
+sys.argv[1:] = ["--always-cpu"]  # Forge's backend reads its flags from the command line when imported
+
+import torch  # noqa: E402
+
+CONFIGS = {
+    "sd1": ("runwayml/stable-diffusion-v1-5", {}),
+    "sd2": ("stabilityai/stable-diffusion-2-1", {}),
+    "sdxl": ("stabilityai/stable-diffusion-xl-base-1.0", {"transformer_layers_per_block": 1}),
+}
+
+
+def forge_unet(family: str):
+    from diffusers import UNet2DConditionModel
+    from huggingface_guess.detection import model_config_from_unet
+    from huggingface_guess.diffusers_convert import convert_unet_state_dict
+
+    from backend.nn.unet import IntegratedUNet2DConditionModel
+    from backend.operations import using_forge_operations
+
+    repo, overrides = CONFIGS[family]
+    config = json.loads((FORGE / "backend" / "huggingface" / repo / "unet" / "config.json").read_text())
+    config.update(overrides)
+    torch.manual_seed(0)
+    state = convert_unet_state_dict(UNet2DConditionModel.from_config(config).state_dict())
+    unet_config = model_config_from_unet(state, "").unet_config  # what Forge's guess() gives its loader
+    with using_forge_operations(device=torch.device("cpu"), dtype=torch.float32, manual_cast_enabled=False):
+        unet = IntegratedUNet2DConditionModel.from_config(unet_config)
+    missing, unexpected = unet.load_state_dict(state, strict=False)
+    assert not missing and not unexpected, (missing[:5], unexpected[:5])
+    return unet.eval(), config
+
+
+def main(out: Path) -> None:
+    from tests.builders import make_hypernetwork
+
+    from extension.hosts.unet_patch import with_hypernetworks
+    from extension.hypernetwork.reference import a1111_hooks
+
+    torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "1")))
+    results = {}
+    for family in os.environ.get("FAMILIES", "sd1,sd2,sdxl").split(","):
+        unet, config = forge_unet(family)
+        text = config["cross_attention_dim"]
+        widths = sorted({unet.model_channels * m for m in (1, 2, 4)} | {text})
+        networks = [(make_hypernetwork("relu", widths, seed=1), 0.8),
+                    (make_hypernetwork("linear", widths, seed=2, activation_func=None), -0.5)]
+        generator = torch.Generator().manual_seed(3)
+        x = torch.randn(2, 4, 8, 8, generator=generator)
+        timesteps = torch.tensor([500.0, 500.0])
+        context = torch.randn(2, 77, text, generator=generator)
+        extra = {}
+        if config.get("addition_embed_type") == "text_time":
+            extra["y"] = torch.randn(2, unet.label_emb[0][0].in_features, generator=generator)
+
+        class Patcher:  # the patcher surface with_hypernetworks uses: clone() and the two setters
+            def __init__(self, options=None):
+                self.model_options = options or {"transformer_options": {}}
+
+            def clone(self):
+                import copy
+                return Patcher(copy.deepcopy(self.model_options))
+
+            def set_model_attn1_patch(self, patch):
+                self.model_options["transformer_options"].setdefault("patches", {}).setdefault("attn1_patch", []).append(patch)
+
+            def set_model_attn2_patch(self, patch):
+                self.model_options["transformer_options"].setdefault("patches", {}).setdefault("attn2_patch", []).append(patch)
+
+        patched_options = with_hypernetworks(Patcher(), networks).model_options["transformer_options"]
+        with torch.inference_mode():
+            bare = unet(x, timesteps, context, transformer_options={}, **extra)
+            patched = unet(x, timesteps, context, transformer_options=dict(patched_options), **extra)
+            with a1111_hooks(unet, networks):
+                reference = unet(x, timesteps, context, transformer_options={}, **extra)
+        results[family] = {
+            "max_abs_diff": float((patched - reference).abs().max()),
+            "max_abs_reference": float(reference.abs().max()),
+            "max_abs_effect": float((reference - bare).abs().max()),
+            "widths": widths,
+        }
+        del unet
+    out.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main(OUT)
