@@ -3,6 +3,11 @@
 torch comes first and pinned (``torch==2.13.0``); ``TORCH_COMMAND`` overrides that step as in
 AUTOMATIC1111, e.g. ``TORCH_COMMAND="pip install torch==2.13.0 --index-url ..."`` for a CUDA build.
 Everything else is read from ``requirements.txt`` (every entry pinned with ``==``).
+
+Run by a host web UI (Forge, AUTOMATIC1111: they run every extension's ``install.py`` at start, with the host's
+own Python and its folder first on ``PYTHONPATH``), it installs nothing: inside a host the extension runs on the
+host's packages, and never installs over its torch, gradio or diffusers. What needs this project's pinned stack
+(training) runs in ``venv/`` beside this file, which ``launch.py`` makes on first use.
 """
 from __future__ import annotations
 
@@ -69,7 +74,22 @@ def install_torch() -> None:
         pip(TORCH_PIN)
 
 
+def host_root() -> Path | None:
+    """The host web UI that runs this file as its extension installer, if one does: the first ``PYTHONPATH``
+    folder with ``modules/launch_utils.py`` (how Forge and AUTOMATIC1111 start an installer), unless this
+    interpreter is this project's own ``venv/`` (``launch.py`` runs this file from there)."""
+    own_venv = Path(os.environ.get("VENV_DIR") or ROOT / "venv").resolve()
+    if Path(sys.prefix).resolve() == own_venv:
+        return None
+    for entry in filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)):
+        if (Path(entry) / "modules" / "launch_utils.py").is_file():
+            return Path(entry)
+    return None
+
+
 def main() -> None:
+    if host_root() is not None:
+        return  # the host's environment is the host's (see the module docstring)
     install_torch()
     todo = missing(read_pins())
     if todo:

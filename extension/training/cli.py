@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import signal
 import sys
@@ -61,7 +62,8 @@ def train_parser() -> argparse.ArgumentParser:
     d = TrainingConfig()
     p = ModeParser(prog=f"launch.py {TRAIN_FLAG}", description="Train a hypernetwork (AUTOMATIC1111's Train tab).")
     p.add_argument(TRAIN_FLAG, dest="hypernetwork_name", required=True, metavar="NAME")
-    p.add_argument("--dataset", dest="data_root", required=True, metavar="DIR", help="folder of pictures")
+    p.add_argument("--dataset", dest="data_root", default=None, metavar="DIR",
+                   help="folder of pictures (required, unless --request-json names it)")
     p.add_argument("--learn-rate", default=d.learn_rate, help=f'schedule, e.g. "5e-5:100, 5e-6:1500" '
                                                              f"(default {d.learn_rate})")
     p.add_argument("--steps", type=int, default=d.steps, help=f"max steps (default {d.steps})")
@@ -110,6 +112,12 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--preview-seed", type=int, default=d.preview_seed)
     p.add_argument("--preview-width", type=int, default=0)
     p.add_argument("--preview-height", type=int, default=0)
+    p.add_argument("--request-json", type=Path, default=None, metavar="FILE",
+                   help="the run's parameters as a JSON object with AUTOMATIC1111's names (what a Train tab or "
+                        "POST /sdapi/v1/train/hypernetwork sends); flags other than the model's are then ignored")
+    p.add_argument("--progress-json", action="store_true",
+                   help="write the progress as JSON lines on stdout (for a host's Train tab: "
+                        "extension/training/progress_stream.py) instead of a progress bar")
     _model_flags(p)
     return p
 
@@ -195,11 +203,24 @@ def train(argv: list[str]) -> int:
     from .monitor import TrainingMonitor
     from .train import make_accelerator
 
-    args = train_parser().parse_args(argv)
-    values = {k: v for k, v in vars(args).items() if k not in ("hypernetwork_dir", "ckpt_dir", "ckpt", "device",
-                                                               "precision", "train_data_dir")}
-    values["preview_from_txt2img"] = args.preview_prompt is not None
-    values["preview_prompt"] = args.preview_prompt or ""
+    parser = train_parser()
+    args = parser.parse_args(argv)
+    if args.request_json is not None:
+        try:
+            values = json.loads(args.request_json.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            parser.error(f"--request-json {args.request_json}: {exc}")
+        if not isinstance(values, dict):
+            parser.error(f"--request-json {args.request_json}: not a JSON object")
+        values["hypernetwork_name"] = args.hypernetwork_name
+    else:
+        if not args.data_root:
+            parser.error("--dataset is required")
+        values = {k: v for k, v in vars(args).items()
+                  if k not in ("hypernetwork_dir", "ckpt_dir", "ckpt", "device", "precision", "train_data_dir",
+                               "progress_json", "request_json")}
+        values["preview_from_txt2img"] = args.preview_prompt is not None
+        values["preview_prompt"] = args.preview_prompt or ""
     config = TrainingConfig.from_request(values)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 or "ACCELERATE_MIXED_PRECISION" in os.environ
     try:
@@ -217,7 +238,12 @@ def train(argv: list[str]) -> int:
         return 2
     monitor, stop = TrainingMonitor(), threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl+C: save, then stop
-    reporter = _Progress(monitor, accelerator.is_main_process)
+    if args.progress_json:
+        from .progress_stream import ProgressWriter
+
+        reporter = ProgressWriter(monitor)
+    else:
+        reporter = _Progress(monitor, accelerator.is_main_process)
     reporter.start()
     try:
         from . import train as train_module
@@ -237,6 +263,8 @@ def train(argv: list[str]) -> int:
         for tensor in result.network.weights():
             digest.update(tensor.detach().cpu().numpy().tobytes())
         print(f"process {accelerator.process_index}: weights sha256 {digest.hexdigest()}", flush=True)
+    if args.progress_json:
+        reporter.result(result)
     if accelerator.is_main_process:
         print(result.message)
         if result.log_dir:

@@ -33,32 +33,63 @@ sys.argv[1:] = ["--always-cpu"]  # Forge's backend reads its flags from the comm
 
 import torch  # noqa: E402
 
-CONFIGS = {
-    "sd1": ("runwayml/stable-diffusion-v1-5", {}),
-    "sd2": ("stabilityai/stable-diffusion-2-1", {}),
-    "sdxl": ("stabilityai/stable-diffusion-xl-base-1.0", {"transformer_layers_per_block": 1}),
+CONFIGS = {  # family: (shipped config, huggingface_guess's class for it)
+    "sd1": ("runwayml/stable-diffusion-v1-5", "SD15"),
+    "sd2": ("stabilityai/stable-diffusion-2-1", "SD20"),
 }
+# SDXL's UNet as huggingface_guess detects it from a real file, with one transformer block per level where SDXL has
+# 2 and 10 (the converter used above handles SD 1.x/2.x layouts only, so its weights are made in place instead).
+SDXL_SHAPED = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+               "legacy": False, "num_classes": "sequential", "adm_in_channels": 2816, "in_channels": 4,
+               "model_channels": 320, "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 1, 1, 1, 1],
+               "channel_mult": [1, 2, 4], "transformer_depth_middle": 1, "use_linear_in_transformer": True,
+               "context_dim": 2048, "transformer_depth_output": [0, 0, 0, 1, 1, 1, 1, 1, 1],
+               "use_temporal_attention": False, "use_temporal_resblock": False}
 
 
-def forge_unet(family: str):
-    from diffusers import UNet2DConditionModel
-    from huggingface_guess.detection import model_config_from_unet
-    from huggingface_guess.diffusers_convert import convert_unet_state_dict
-
+def build(unet_config: dict):
     from backend.nn.unet import IntegratedUNet2DConditionModel
     from backend.operations import using_forge_operations
 
-    repo, overrides = CONFIGS[family]
-    config = json.loads((FORGE / "backend" / "huggingface" / repo / "unet" / "config.json").read_text())
-    config.update(overrides)
-    torch.manual_seed(0)
-    state = convert_unet_state_dict(UNet2DConditionModel.from_config(config).state_dict())
-    unet_config = model_config_from_unet(state, "").unet_config  # what Forge's guess() gives its loader
     with using_forge_operations(device=torch.device("cpu"), dtype=torch.float32, manual_cast_enabled=False):
-        unet = IntegratedUNet2DConditionModel.from_config(unet_config)
+        return IntegratedUNet2DConditionModel.from_config(unet_config)
+
+
+def forge_unet(family: str):
+    """Forge's UNet module for ``family`` with seeded random weights, and the text width."""
+    from huggingface_guess import model_list
+
+    torch.manual_seed(0)
+    if family == "sdxl":
+        from backend.nn.unet import IntegratedUNet2DConditionModel
+
+        unet_config = model_list.SDXL(dict(SDXL_SHAPED)).unet_config
+        plain = IntegratedUNet2DConditionModel.from_config(unet_config)  # torch's own layers: shapes and init
+        state = {}
+        for name, tensor in plain.state_dict().items():  # norms 1, biases 0, weights N(0, 1/fan_in)
+            if name.endswith("bias"):
+                state[name] = torch.zeros(tensor.shape)
+            elif tensor.ndim == 1:
+                state[name] = torch.ones(tensor.shape)
+            else:
+                state[name] = torch.randn(tensor.shape) / tensor[0].numel() ** 0.5
+        del plain
+        unet = build(unet_config)
+        missing, unexpected = unet.load_state_dict(state, strict=False)
+        assert not missing and not unexpected, (missing[:5], unexpected[:5])
+        return unet.eval(), 2048
+    from diffusers import UNet2DConditionModel
+    from huggingface_guess.detection import detect_unet_config
+    from huggingface_guess.diffusers_convert import convert_unet_state_dict
+
+    repo, guess_class = CONFIGS[family]
+    config = json.loads((FORGE / "backend" / "huggingface" / repo / "unet" / "config.json").read_text())
+    state = convert_unet_state_dict(UNet2DConditionModel.from_config(config).state_dict())
+    # What Forge's guess() hands its loader: the detected config with the family's extras.
+    unet = build(getattr(model_list, guess_class)(detect_unet_config(state, "")).unet_config)
     missing, unexpected = unet.load_state_dict(state, strict=False)
     assert not missing and not unexpected, (missing[:5], unexpected[:5])
-    return unet.eval(), config
+    return unet.eval(), config["cross_attention_dim"]
 
 
 def main(out: Path) -> None:
@@ -70,8 +101,7 @@ def main(out: Path) -> None:
     torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "1")))
     results = {}
     for family in os.environ.get("FAMILIES", "sd1,sd2,sdxl").split(","):
-        unet, config = forge_unet(family)
-        text = config["cross_attention_dim"]
+        unet, text = forge_unet(family)
         widths = sorted({unet.model_channels * m for m in (1, 2, 4)} | {text})
         networks = [(make_hypernetwork("relu", widths, seed=1), 0.8),
                     (make_hypernetwork("linear", widths, seed=2, activation_func=None), -0.5)]
@@ -80,7 +110,7 @@ def main(out: Path) -> None:
         timesteps = torch.tensor([500.0, 500.0])
         context = torch.randn(2, 77, text, generator=generator)
         extra = {}
-        if config.get("addition_embed_type") == "text_time":
+        if family == "sdxl":
             extra["y"] = torch.randn(2, unet.label_emb[0][0].in_features, generator=generator)
 
         class Patcher:  # the patcher surface with_hypernetworks uses: clone() and the two setters

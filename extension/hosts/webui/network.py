@@ -17,7 +17,7 @@ from modules import extra_networks, shared
 
 from ...hypernetwork.attention import compatibility_messages
 from ...infotext import hypernet_hashes
-from ...prompt.tags import HYPERNET, NetworkTag, format_tag, hypernetwork_requests
+from ...prompt.tags import HYPERNET, NetworkTag, hypernetwork_requests
 from . import folder, model
 
 log = logging.getLogger(__name__)
@@ -95,5 +95,6 @@ def add_to_prompt(p, params_list: list) -> None:
         report(p, f'Setting "Add hypernetwork to prompt" names {chosen!r}, which is not in the folder.')
         return
     multiplier = shared.opts.data.get("extra_networks_default_multiplier", 1.0)
-    p.all_prompts = [f"{prompt}{format_tag(chosen, float(multiplier))}" for prompt in p.all_prompts]
+    tag = f"<{HYPERNET}:{chosen}:{multiplier}>"  # as AUTOMATIC1111 writes it (1.0, not 1): infotexts match
+    p.all_prompts = [f"{prompt}{tag}" for prompt in p.all_prompts]
     params_list.append(extra_networks.ExtraNetworkParams(items=[chosen, str(multiplier)]))

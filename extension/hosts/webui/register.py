@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from modules import extra_networks, script_callbacks, ui_extra_networks
 
-from . import routes, settings
+from . import routes, settings, training
 from .network import HypernetworkExtraNetwork
 from .page import HypernetworksPage, replace_page
 
@@ -19,10 +19,12 @@ def before_ui() -> None:
 
 
 def app_started(_demo, app) -> None:
-    routes.install_routes(app)
+    routes.install_routes(app, train_route=training.train_route)
 
 
-CALLBACKS = ((script_callbacks.on_before_ui, before_ui), (script_callbacks.on_app_started, app_started))
+CALLBACKS = ((script_callbacks.on_before_ui, before_ui), (script_callbacks.on_app_started, app_started),
+             (script_callbacks.on_after_component, training.remember_component),
+             (script_callbacks.on_ui_tabs, training.ui_tabs))
 
 
 def register_with_host() -> None:

@@ -1,0 +1,367 @@
+"""The extension inside a real Forge: its own venv from its own pins, started headless on CPU on 127.0.0.1, with a
+random-weights SD 1.5 checkpoint at the real shapes (``tests/hosts/``).
+
+Without a Forge tree (``FORGE_DIR``, or ``../shared/hosts/forge-*.tar.gz``) these tests are skipped with the reason,
+except under CI, where they fail. The first run on a machine builds Forge's venv (several minutes) and the
+checkpoint; later runs re-use both.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.builders import make_hypernetwork
+from tests.hosts import forge_env
+from tests.hosts.forge_server import ForgeServer
+
+SD1_WIDTHS = [768, 320, 640, 1280]
+AUTH = ("tester", "s3cret")
+BASE = {"negative_prompt": "", "steps": 3, "width": 64, "height": 64, "seed": 7, "sampler_name": "Euler",
+        "cfg_scale": 7}
+A1111_FIXTURES = Path(__file__).parent / "fixtures" / "a1111"
+
+
+def _require_forge():
+    try:
+        tree = forge_env.source_tree()
+    except forge_env.HostUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test the Forge host: {exc}")
+        pytest.skip(str(exc))
+    return tree
+
+
+@pytest.fixture(scope="module")
+def hypernetwork_dir(tmp_path_factory) -> Path:
+    """The folder every Forge of this module reads: each format, a subfolder, an AUTOMATIC1111 file, a network for
+    another model, a broken file and a hostile one."""
+    folder = tmp_path_factory.mktemp("hypernetworks")
+    make_hypernetwork("style_relu", SD1_WIDTHS, seed=1, layer_structure=[1, 0.5, 1]).save(
+        folder / "style_relu.safetensors")
+    (folder / "sub").mkdir()
+    make_hypernetwork("style_linear", SD1_WIDTHS, seed=2, layer_structure=[1, 1], activation_func=None).save(
+        folder / "sub" / "style_linear.pt")
+    make_hypernetwork("old_style", SD1_WIDTHS, seed=3, layer_structure=[1, 1]).save(folder / "old_style.ckpt")
+    make_hypernetwork("misfit", [1024], seed=4, layer_structure=[1, 1]).save(folder / "misfit.safetensors")
+    (folder / "a1111_plain.pt").write_bytes((A1111_FIXTURES / "plain_linear.pt").read_bytes())
+    (folder / "broken.pt").write_bytes(b"this is not a hypernetwork")
+    from tests.hostile_files import payload, protocol0_pickle  # noqa: F401 - the same attacks as standalone
+
+    marker = folder.parent / "hostile-ran"
+    (folder / "hostile.pt").write_bytes(protocol0_pickle(marker))
+    (folder / "style_relu.txt").write_text("A ReLU test style.")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bare_images(tmp_path_factory, hypernetwork_dir):
+    """What Forge without the extension draws for the requests the comparisons use."""
+    _require_forge()
+    requests = {"plain": {"prompt": "a cat"}, "batch": {"prompt": "a red house", "batch_size": 2, "seed": 11},
+                "eaten_tag": {"prompt": "a cat <hypernet:style_relu:1>"}}
+    with ForgeServer(tmp_path_factory.mktemp("forge-bare"), hypernetwork_dir, with_extension=False) as server:
+        return {name: server.api("POST", "txt2img", {**BASE, **body}) for name, body in requests.items()}
+
+
+@pytest.fixture(scope="module")
+def forge(tmp_path_factory, hypernetwork_dir, bare_images):
+    _require_forge()
+    workdir = tmp_path_factory.mktemp("forge-ext")
+    from extension.demo.dataset import write_folder
+
+    write_folder(workdir / "data" / "pictures", 3, seed=3, size=64)
+    with ForgeServer(workdir, hypernetwork_dir, auth=AUTH,
+                     extra_args=("--api-auth", ":".join(AUTH), "--train-data-dir", str(workdir / "data"))) as server:
+        server.dataset = workdir / "data" / "pictures"
+        yield server
+
+
+def digest(answer: dict) -> list[str]:
+    """The sha256 of each image's pixels (the PNG's own bytes also hold its infotext, which differs by prompt)."""
+    from PIL import Image
+
+    out = []
+    for image in answer["images"]:
+        with Image.open(io.BytesIO(base64.b64decode(image))) as picture:
+            out.append(hashlib.sha256(picture.convert("RGB").tobytes()).hexdigest())
+    return out
+
+
+def txt2img(server, prompt: str, **more) -> tuple[list[str], str]:
+    answer = server.api("POST", "txt2img", {**BASE, "prompt": prompt, **more})
+    return digest(answer), json.loads(answer["info"])["infotexts"][0]
+
+
+# -- listing, create, refresh ------------------------------------------------------------------------------------
+def test_the_listing_has_every_file_and_each_error(forge):
+    listed = {item["name"]: item for item in forge.api("GET", "hypernetworks")}
+    assert {"style_relu", "style_linear", "old_style", "misfit", "a1111_plain", "broken", "hostile"} <= set(listed)
+    assert listed["style_relu"]["path"].endswith("style_relu.safetensors")
+    assert listed["style_linear"]["path"].endswith(os.path.join("sub", "style_linear.pt"))
+    assert listed["old_style"]["path"].endswith(".ckpt")
+    for name in ("style_relu", "style_linear", "old_style", "misfit", "a1111_plain"):
+        assert listed[name]["error"] is None, listed[name]
+    assert "corrupt" in listed["broken"]["error"] or "not" in listed["broken"]["error"]
+    assert "os.system" in listed["hostile"]["error"] or "refused" in listed["hostile"]["error"].lower()
+    assert not (forge.hypernetwork_dir.parent / "hostile-ran").exists()
+
+
+def test_the_routes_need_the_hosts_api_auth(forge):
+    for method, path in (("GET", "hypernetworks"), ("POST", "refresh-hypernetworks"),
+                         ("POST", "create/hypernetwork")):
+        status, _ = forge.request(method, f"/sdapi/v1/{path}", {} if method == "POST" else None, auth=False)
+        assert status == 401, path
+        status, _ = forge.request(method, f"/sdapi/v1/{path}", {} if method == "POST" else None,
+                                  auth=("tester", "wrong"))
+        assert status == 401, path
+
+
+def test_create_writes_a_file_that_lists_and_loads(forge):
+    answer = forge.api("POST", "create/hypernetwork", {"name": "fresh", "enable_sizes": [768, 320],
+                                                       "layer_structure": "1, 2, 1", "activation_func": "relu"})
+    path = Path(answer["info"].removeprefix("create hypernetwork filename: "))
+    assert path == forge.hypernetwork_dir / "fresh.safetensors" and path.is_file()
+    listed = {item["name"]: item for item in forge.api("GET", "hypernetworks")}
+    assert listed["fresh"]["error"] is None
+    status, answer = forge.request("POST", "/sdapi/v1/create/hypernetwork", {"name": "fresh"})
+    assert status == 409, answer
+    status, answer = forge.request("POST", "/sdapi/v1/create/hypernetwork", {"name": "../outside"})
+    assert status == 422 and not (forge.hypernetwork_dir.parent / "outside.safetensors").exists(), answer
+    status, answer = forge.request("POST", "/sdapi/v1/create/hypernetwork", {"enable_sizes": [768]})
+    assert status == 422, answer
+
+
+def test_refresh_sees_a_new_file(forge):
+    make_hypernetwork("late", [768], seed=9, layer_structure=[1, 1]).save(forge.hypernetwork_dir / "late.pt")
+    report = forge.api("POST", "refresh-hypernetworks")
+    assert "late" in report["added"]
+    assert "late" in {item["name"] for item in forge.api("GET", "hypernetworks")}
+
+
+# -- generation -----------------------------------------------------------------------------------------------
+def test_without_a_tag_the_images_are_forges_own(forge, bare_images):
+    assert txt2img(forge, "a cat")[0] == digest(bare_images["plain"])
+    assert txt2img(forge, "a red house", batch_size=2, seed=11)[0] == digest(bare_images["batch"])
+
+
+def test_a_tag_changes_the_image_and_the_infotext_names_the_network(forge, bare_images):
+    images, infotext = txt2img(forge, "a cat <hypernet:style_relu:1>")
+    assert images != digest(bare_images["eaten_tag"])  # bare Forge eats the tag and applies nothing
+    assert images != txt2img(forge, "a cat")[0]
+    assert "<hypernet:style_relu:1>" in infotext.splitlines()[0]  # the tag stays in the prompt
+    hashes = [line for line in infotext.splitlines() if "Hypernet hashes" in line]
+    assert hashes and "style_relu: " in hashes[0]
+    half, _ = txt2img(forge, "a cat <hypernet:style_relu:0.5>")
+    assert half not in (images, txt2img(forge, "a cat")[0])
+    zero, zero_info = txt2img(forge, "a cat <hypernet:style_relu:0>")
+    assert zero == digest(bare_images["eaten_tag"])  # multiplier 0: Forge's own image
+
+
+def test_several_tags_stack_in_prompt_order(forge):
+    one, _ = txt2img(forge, "a cat <hypernet:style_relu:1>")
+    both, infotext = txt2img(forge, "a cat <hypernet:style_relu:1> <hypernet:style_linear:0.7>")
+    swapped, _ = txt2img(forge, "a cat <hypernet:style_linear:0.7> <hypernet:style_relu:1>")
+    assert len({one[0], both[0], swapped[0]}) == 3  # a ReLU network does not commute with another
+    assert "style_relu: " in infotext and "style_linear: " in infotext
+    by_path, _ = txt2img(forge, "a cat <hypernet:sub/style_linear:0.7>")
+    by_name, _ = txt2img(forge, "a cat <hypernet:style_linear:0.7>")
+    assert by_path == by_name
+    old, _ = txt2img(forge, "a cat <hypernet:old_style:1>")  # a .ckpt file
+    assert old != txt2img(forge, "a cat")[0]
+
+
+def test_problems_are_reported_and_the_image_is_still_made(forge):
+    plain = txt2img(forge, "a cat")[0]
+    for prompt, said in (("a cat <hypernet:nosuch:1>", "unknown hypernetwork 'nosuch'"),
+                         ("a cat <hypernet:style_relu:strong>", "multiplier 'strong' is not a number"),
+                         ("a cat <hypernet:broken:1>", "could not be loaded"),
+                         ("a cat <hypernet:hostile:1>", "could not be loaded"),
+                         ("a cat <hypernet:misfit:1>", "has no module for this model's attention widths")):
+        images, infotext = txt2img(forge, prompt)
+        assert len(images) == 1
+        assert said in forge.log(), (prompt, forge.log()[-2000:])
+        assert "Hypernet hashes" not in infotext or "misfit" in prompt
+    assert not (forge.hypernetwork_dir.parent / "hostile-ran").exists()
+    assert txt2img(forge, "a cat")[0] == plain  # nothing stuck from the failed requests
+
+
+def test_add_hypernetwork_to_prompt_setting(forge):
+    tagged, _ = txt2img(forge, "a cat<hypernet:style_relu:1>")  # the setting appends the tag with no space
+    forge.api("POST", "options", {"sd_hypernetwork": "style_relu", "extra_networks_default_multiplier": 1.0})
+    try:
+        images, infotext = txt2img(forge, "a cat")
+        assert "<hypernet:style_relu:1.0>" in infotext.splitlines()[0] and "style_relu: " in infotext
+        assert images == tagged
+        again, infotext = txt2img(forge, "a cat<hypernet:style_relu:1>")  # named already: not added twice
+        assert infotext.count("<hypernet:style_relu") == 1 and again == tagged
+    finally:
+        forge.api("POST", "options", {"sd_hypernetwork": "None"})
+
+
+def test_img2img_and_hires_fix_apply_the_network(forge):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (120, 60, 200)).save(buffer, format="PNG")
+    init = base64.b64encode(buffer.getvalue()).decode()
+    body = {**BASE, "init_images": [init], "denoising_strength": 0.6}
+    plain = digest(forge.api("POST", "img2img", {**body, "prompt": "a cat"}))
+    tagged = forge.api("POST", "img2img", {**body, "prompt": "a cat <hypernet:style_relu:1>"})
+    assert digest(tagged) != plain and "style_relu: " in json.loads(tagged["info"])["infotexts"][0]
+    mask = io.BytesIO()
+    Image.new("L", (64, 64), 255).save(mask, format="PNG")
+    inpaint = {**body, "mask": base64.b64encode(mask.getvalue()).decode(), "inpainting_fill": 1}
+    assert (digest(forge.api("POST", "img2img", {**inpaint, "prompt": "a cat <hypernet:style_relu:1>"}))
+            != digest(forge.api("POST", "img2img", {**inpaint, "prompt": "a cat"})))
+    hires = {"enable_hr": True, "hr_scale": 1.5, "hr_second_pass_steps": 2, "denoising_strength": 0.5,
+             "hr_upscaler": "Latent", "hr_cfg": 7,
+             "hr_additional_modules": ["Use same choices"]}  # Forge's API fails on hires without it (its bug)
+    plain_hr, _ = txt2img(forge, "a cat", **hires)
+    tagged_hr, _ = txt2img(forge, "a cat <hypernet:style_relu:1>", **hires)
+    assert plain_hr != tagged_hr
+    # A network named in the hires prompt only acts in the second pass.
+    second_only, _ = txt2img(forge, "a cat", hr_prompt="a cat <hypernet:style_relu:1>", **hires)
+    assert second_only not in (plain_hr, tagged_hr)
+
+
+# -- numbers ------------------------------------------------------------------------------------------------------
+def test_forges_unet_with_the_patch_equals_automatic1111s_way(forge, tmp_path):
+    """Same latent, sigma and conditioning: Forge's UNet module with our patches against the same module with
+    AUTOMATIC1111's pre-hooks on to_k/to_v, on SD 1.5 and SD 2.1 at real shapes and an SDXL-shaped UNet. Bound:
+    1e-6 of the output's largest magnitude (fp32; the two compute the same operations)."""
+    out = tmp_path / "equality.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    subprocess.run([str(forge.python), str(Path(__file__).parent / "hosts" / "forge_unet_equality.py"), str(out)],
+                   cwd=forge.tree, env={**env, "HF_HUB_OFFLINE": "1", "TORCH_THREADS": "1"}, check=True,
+                   capture_output=True, timeout=1200)
+    results = json.loads(out.read_text())
+    assert set(results) == {"sd1", "sd2", "sdxl"}
+    for family, result in results.items():
+        assert result["max_abs_effect"] > 1e-3 * result["max_abs_reference"], (family, result)  # it acts
+        assert result["max_abs_diff"] <= 1e-6 * result["max_abs_reference"], (family, result)
+
+
+def test_the_patch_stays_off_the_shared_unet_and_is_shared_by_clones():
+    from extension.hosts.unet_patch import HypernetworkAttentionPatch, has_hypernetwork_patch, with_hypernetworks
+
+    class Patcher:
+        def __init__(self, options=None):
+            self.model_options = options or {"transformer_options": {}}
+
+        def clone(self):
+            import copy
+
+            return Patcher(copy.deepcopy(self.model_options))
+
+        def set_model_attn1_patch(self, patch):
+            self.model_options["transformer_options"].setdefault("patches", {}).setdefault("attn1_patch", []).append(
+                patch)
+
+        def set_model_attn2_patch(self, patch):
+            self.model_options["transformer_options"].setdefault("patches", {}).setdefault("attn2_patch", []).append(
+                patch)
+
+    base = Patcher()
+    network = make_hypernetwork("n", [8], seed=0, layer_structure=[1, 1])
+    patched = with_hypernetworks(base, [(network, 0.5)])
+    assert base.model_options == {"transformer_options": {}} and not has_hypernetwork_patch(base)
+    assert has_hypernetwork_patch(patched)
+    assert with_hypernetworks(base, [(network, 0.0)]) is base  # nothing to apply: no clone at all
+    again = patched.clone()
+    assert again.model_options["transformer_options"]["patches"]["attn2_patch"][0] is \
+        patched.model_options["transformer_options"]["patches"]["attn2_patch"][0]
+    patch = patched.model_options["transformer_options"]["patches"]["attn2_patch"][0]
+    assert isinstance(patch, HypernetworkAttentionPatch)
+    n, context = torch.randn(1, 3, 8), torch.randn(1, 5, 8)
+    out_n, k, v = patch(n, context, context, {})
+    assert out_n is n and torch.allclose(k, network.layers[8][0](context, 0.5))
+    assert torch.allclose(v, network.layers[8][1](context, 0.5))
+    other = torch.randn(1, 5, 16)  # a width the network has no module for passes through
+    assert patch(n, other, other, {})[1] is other
+
+
+# -- training ----------------------------------------------------------------------------------------------------
+TRAIN = {"learn_rate": "0.0001", "batch_size": 1, "gradient_step": 1, "training_width": 64, "training_height": 64,
+         "template_filename": "style_filewords.txt", "create_image_every": 0, "save_hypernetwork_every": 0,
+         "preview_steps": 2, "seed": 1}
+
+
+def file_step(path: Path) -> int:
+    from extension.hypernetwork.files import read_info
+
+    return read_info(path).step
+
+
+def test_train_through_the_api_on_the_loaded_checkpoint(forge):
+    import threading
+    import time
+
+    forge.api("POST", "create/hypernetwork", {"name": "trained", "enable_sizes": SD1_WIDTHS, "layer_structure": "1, 1"})
+    path = forge.hypernetwork_dir / "trained.safetensors"
+    before = txt2img(forge, "a cat <hypernet:trained:1>")[0]
+    seen = []
+
+    def watch():
+        while not done.is_set():
+            status, answer = forge.request("GET", "/sdapi/v1/progress?skip_current_image=true")
+            if status == 200:
+                seen.append(answer)
+            time.sleep(0.5)
+
+    done = threading.Event()
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        answer = forge.api("POST", "train/hypernetwork", {**TRAIN, "hypernetwork_name": "trained",
+                                                          "data_root": str(forge.dataset), "steps": 3})
+    finally:
+        done.set()
+        watcher.join(5)
+    assert "error: None" in answer["info"] or "complete" in answer["info"], answer
+    assert file_step(path) == 3
+    assert any(s.get("progress", 0) > 0 and "step" in (s.get("textinfo") or "") for s in seen), seen[-3:]
+    assert "left the device for it" in forge.log()
+    after = txt2img(forge, "a cat <hypernet:trained:1>")[0]  # the trained file, without a restart
+    assert after != before
+    status, answer = forge.request("POST", "/sdapi/v1/train/hypernetwork", {**TRAIN, "hypernetwork_name": "nosuch",
+                                                                            "data_root": str(forge.dataset)})
+    assert status == 422 and "nosuch" in answer["detail"], answer
+    status, answer = forge.request("POST", "/sdapi/v1/train/hypernetwork", {**TRAIN, "hypernetwork_name": "trained",
+                                                                            "data_root": "/etc"})
+    assert status == 422 and "/etc" in answer["detail"], answer  # outside the data folders: refused
+    status, answer = forge.request("POST", "/sdapi/v1/train/hypernetwork", {**TRAIN, "hypernetwork_name": "trained",
+                                                                            "data_root": str(forge.dataset),
+                                                                            "batch_size": 0})
+    assert status == 422 and "batch_size" in answer["detail"], answer
+
+
+def test_interrupt_stops_training_with_a_save(forge):
+    import threading
+    import time
+
+    forge.api("POST", "create/hypernetwork", {"name": "stopped", "enable_sizes": SD1_WIDTHS, "layer_structure": "1, 1"})
+    answers = []
+    run = threading.Thread(target=lambda: answers.append(forge.api(
+        "POST", "train/hypernetwork", {**TRAIN, "hypernetwork_name": "stopped", "data_root": str(forge.dataset),
+                                       "steps": 10000})), daemon=True)
+    run.start()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        progress = forge.api("GET", "progress?skip_current_image=true")
+        if "step" in (progress.get("textinfo") or "") and progress.get("progress", 0) > 0:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"training did not start: {progress}")
+    forge.api("POST", "interrupt")
+    run.join(120)
+    assert answers and "interrupted" in answers[0]["info"].lower(), answers
+    assert 0 < file_step(forge.hypernetwork_dir / "stopped.safetensors") < 10000
