@@ -365,3 +365,50 @@ def test_interrupt_stops_training_with_a_save(forge):
     run.join(120)
     assert answers and "interrupted" in answers[0]["info"].lower(), answers
     assert 0 < file_step(forge.hypernetwork_dir / "stopped.safetensors") < 10000
+
+
+# -- Forge's page, in a real browser --------------------------------------------------------------------------
+def test_forges_page_cards_click_generate_and_reload_ui(forge):
+    from tests.browser_utils import chromium_browser, screenshot
+
+    with chromium_browser() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(120_000)
+        page.goto(forge.url)
+        prompt = page.locator("#txt2img_prompt textarea")
+        prompt.wait_for()
+
+        def open_cards():
+            page.locator("#txt2img_extra_tabs button", has_text="Hypernetworks").first.click()
+            page.locator('#txt2img_hypernetworks_cards_html .card[data-name="style_relu"]').wait_for()
+
+        open_cards()
+        assert page.locator("#txt2img_extra_tabs button", has_text="Hypernetworks").count() == 1
+        cards = page.locator("#txt2img_hypernetworks_cards_html .card")
+        names = set(cards.evaluate_all("cards => cards.map(c => c.dataset.name)"))
+        assert {"style_relu", "style_linear", "old_style", "misfit", "a1111_plain", "broken", "hostile"} <= names
+        hostile = page.locator('#txt2img_hypernetworks_cards_html .card[data-name="hostile"] .description')
+        assert "cannot be used" in hostile.inner_text()
+        misfit = page.locator('#txt2img_hypernetworks_cards_html .card[data-name="misfit"] .description')
+        assert "none of its widths" in misfit.inner_text()
+        relu = page.locator('#txt2img_hypernetworks_cards_html .card[data-name="style_relu"] .description')
+        assert "A ReLU test style." in relu.inner_text()
+        screenshot(page, "forge-hypernetwork-cards")
+        prompt.fill("a cat")
+        page.locator('#txt2img_hypernetworks_cards_html .card[data-name="style_relu"]').click()
+        assert "<hypernet:style_relu:1>" in prompt.input_value()
+        page.locator("#txt2img_generate").click()
+        page.wait_for_function(
+            "() => (document.querySelector('#html_info_txt2img') || {}).innerText?.includes('Hypernet hashes')")
+        assert "style_relu: " in page.locator("#html_info_txt2img").inner_text()
+
+        # Reload UI: the scripts run again; nothing is registered twice.
+        page.locator("#tabs button", has_text="Settings").first.click()
+        page.locator("#settings_restart_gradio").click()
+        page.wait_for_timeout(3000)
+        page.wait_for_selector("#txt2img_prompt textarea", timeout=180_000)
+        open_cards()
+        assert page.locator("#txt2img_extra_tabs button", has_text="Hypernetworks").count() == 1
+        assert page.locator("#tabs > .tab-nav button", has_text="Train").count() == 1
+    images, infotext = txt2img(forge, "a cat <hypernet:style_relu:1>")
+    assert infotext.count("Hypernet hashes") == 1
