@@ -371,6 +371,7 @@ def test_interrupt_stops_training_with_a_save(forge):
 def test_forges_page_cards_click_generate_and_reload_ui(forge):
     from tests.browser_utils import chromium_browser, screenshot
 
+    txt2img(forge, "a cat")  # Forge loads its model on first use: then the cards know its widths
     with chromium_browser() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(120_000)
@@ -394,6 +395,9 @@ def test_forges_page_cards_click_generate_and_reload_ui(forge):
         relu = page.locator('#txt2img_hypernetworks_cards_html .card[data-name="style_relu"] .description')
         assert "A ReLU test style." in relu.inner_text()
         screenshot(page, "forge-hypernetwork-cards")
+        steps = page.locator("#txt2img_steps input[type=number]")
+        steps.fill("3")
+        steps.press("Tab")
         prompt.fill("a cat")
         page.locator('#txt2img_hypernetworks_cards_html .card[data-name="style_relu"]').click()
         assert "<hypernet:style_relu:1>" in prompt.input_value()

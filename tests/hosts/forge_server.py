@@ -76,7 +76,8 @@ class ForgeServer:
         self.hypernetwork_dir = hypernetwork_dir
         self.with_extension = with_extension
         self.extra_args = tuple(extra_args)
-        self.settings = {"live_previews_enable": False, **(settings or {})}
+        # Forge's "sd" preset sets the page's size: the tests' 64x64 (a Generate in the browser stays quick)
+        self.settings = {"live_previews_enable": False, "sd_t2i_width": 64, "sd_t2i_height": 64, **(settings or {})}
         self.auth = auth
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -88,6 +89,10 @@ class ForgeServer:
         if not self.tree.exists():
             shutil.copytree(self.source, self.tree, symlinks=True)
         (self.tree / "config.json").write_text(json.dumps(self.settings))
+        # The page's defaults: a Generate in the browser draws 64x64 in 3 steps (the tests' size), not 512x512.
+        (self.tree / "ui-config.json").write_text(json.dumps(
+            {"txt2img/Width/value": 64, "txt2img/Height/value": 64, "txt2img/Sampling steps/value": 3,
+             "img2img/Width/value": 64, "img2img/Height/value": 64, "img2img/Sampling steps/value": 3}))
         if self.with_extension:
             install_extension(self.tree / "extensions")
 
