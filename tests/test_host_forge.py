@@ -383,6 +383,9 @@ def test_forges_page_cards_click_generate_and_reload_ui(forge):
             page.locator("#txt2img_extra_tabs button", has_text="Hypernetworks").first.click()
             page.locator('#txt2img_hypernetworks_cards_html .card[data-name="style_relu"]').wait_for()
 
+        steps = page.locator("#txt2img_steps input[type=number]")  # on the Generation tab, before the cards
+        steps.fill("3")
+        steps.press("Tab")
         open_cards()
         assert page.locator("#txt2img_extra_tabs button", has_text="Hypernetworks").count() == 1
         cards = page.locator("#txt2img_hypernetworks_cards_html .card")
@@ -395,9 +398,6 @@ def test_forges_page_cards_click_generate_and_reload_ui(forge):
         relu = page.locator('#txt2img_hypernetworks_cards_html .card[data-name="style_relu"] .description')
         assert "A ReLU test style." in relu.inner_text()
         screenshot(page, "forge-hypernetwork-cards")
-        steps = page.locator("#txt2img_steps input[type=number]")
-        steps.fill("3")
-        steps.press("Tab")
         prompt.fill("a cat")
         page.locator('#txt2img_hypernetworks_cards_html .card[data-name="style_relu"]').click()
         assert "<hypernet:style_relu:1>" in prompt.input_value()
