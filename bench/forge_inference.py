@@ -20,7 +20,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent / "tests" / "hosts")]
-sys.argv, ARGS = sys.argv[:1], sys.argv[1:]  # Forge's backend parses the command line when imported
+ARGS = sys.argv[1:]  # Forge's backend parses the command line when imported: the module below resets it
 import forge_unet_equality as forge  # noqa: E402  (puts Forge's tree and the project on sys.path)
 
 import torch  # noqa: E402

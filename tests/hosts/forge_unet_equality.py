@@ -28,7 +28,7 @@ FORGE = Path.cwd()
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(FORGE), str(FORGE / "packages_3rdparty"), str(FORGE / "repositories" / "huggingface_guess"),
                 str(ROOT)]
-OUT = Path(sys.argv[1])
+OUT = Path(sys.argv[1]) if __name__ == "__main__" else None
 sys.argv[1:] = ["--always-cpu"]  # Forge's backend reads its flags from the command line when imported
 
 import torch  # noqa: E402
