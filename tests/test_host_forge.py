@@ -416,3 +416,16 @@ def test_forges_page_cards_click_generate_and_reload_ui(forge):
         assert page.locator("#tabs > .tab-nav button", has_text="Train").count() == 1
     images, infotext = txt2img(forge, "a cat <hypernet:style_relu:1>")
     assert infotext.count("Hypernet hashes") == 1
+
+
+def test_an_infotext_pasted_back_gives_the_same_image(forge):
+    """Forge's own infotext parser (PNG Info, the paste button) reads our infotext back: the tag is in the prompt,
+    ``Hypernet hashes`` is a field, and the parameters it gives draw the same pixels."""
+    answer = forge.api("POST", "txt2img", {**BASE, "prompt": "a cat <hypernet:style_relu:0.8>", "seed": 21})
+    parsed = forge.api("POST", "png-info", {"image": answer["images"][0]})
+    fields = parsed["parameters"]
+    assert fields["Prompt"] == "a cat <hypernet:style_relu:0.8>"
+    assert fields["Hypernet hashes"].startswith("style_relu: ")
+    again = forge.api("POST", "txt2img", {**BASE, "prompt": fields["Prompt"], "seed": int(fields["Seed"]),
+                                          "steps": int(fields["Steps"]), "cfg_scale": float(fields["CFG scale"])})
+    assert digest(again) == digest(answer)
