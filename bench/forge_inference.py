@@ -35,6 +35,7 @@ def main() -> None:
     torch.set_num_threads(options.threads)
     from sections import write_section
     from tests.builders import make_hypernetwork
+    from tests.hosts.patcher import OptionsPatcher
 
     from extension.hosts.unet_patch import with_hypernetworks
     from extension.hypernetwork.reference import a1111_hooks
@@ -48,23 +49,8 @@ def main() -> None:
     t = torch.tensor([500.0, 500.0])
     context = torch.randn(2, 77, text)
 
-    class Patcher:
-        def __init__(self):
-            self.model_options = {"transformer_options": {"patches": {}}}
-
-        def clone(self):
-            copy = Patcher()
-            copy.model_options = {"transformer_options": {"patches": {}}}
-            return copy
-
-        def set_model_attn1_patch(self, patch):
-            self.model_options["transformer_options"]["patches"].setdefault("attn1_patch", []).append(patch)
-
-        def set_model_attn2_patch(self, patch):
-            self.model_options["transformer_options"]["patches"].setdefault("attn2_patch", []).append(patch)
-
     def patched(networks):
-        options = with_hypernetworks(Patcher(), networks).model_options["transformer_options"]
+        options = with_hypernetworks(OptionsPatcher(), networks).model_options["transformer_options"]
         return lambda: unet(x, t, context, transformer_options=dict(options))
 
     def hooked(networks):

@@ -53,7 +53,7 @@ def hypernetwork_dir(tmp_path_factory) -> Path:
     make_hypernetwork("misfit", [1024], seed=4, layer_structure=[1, 1]).save(folder / "misfit.safetensors")
     (folder / "a1111_plain.pt").write_bytes((A1111_FIXTURES / "plain_linear.pt").read_bytes())
     (folder / "broken.pt").write_bytes(b"this is not a hypernetwork")
-    from tests.hostile_files import payload, protocol0_pickle  # noqa: F401 - the same attacks as standalone
+    from tests.hostile_files import protocol0_pickle  # the same attack the standalone tests use
 
     marker = folder.parent / "hostile-ran"
     (folder / "hostile.pt").write_bytes(protocol0_pickle(marker))
@@ -251,25 +251,9 @@ def test_forges_unet_with_the_patch_equals_automatic1111s_way(forge, tmp_path):
 
 def test_the_patch_stays_off_the_shared_unet_and_is_shared_by_clones():
     from extension.hosts.unet_patch import HypernetworkAttentionPatch, has_hypernetwork_patch, with_hypernetworks
+    from tests.hosts.patcher import OptionsPatcher
 
-    class Patcher:
-        def __init__(self, options=None):
-            self.model_options = options or {"transformer_options": {}}
-
-        def clone(self):
-            import copy
-
-            return Patcher(copy.deepcopy(self.model_options))
-
-        def set_model_attn1_patch(self, patch):
-            self.model_options["transformer_options"].setdefault("patches", {}).setdefault("attn1_patch", []).append(
-                patch)
-
-        def set_model_attn2_patch(self, patch):
-            self.model_options["transformer_options"].setdefault("patches", {}).setdefault("attn2_patch", []).append(
-                patch)
-
-    base = Patcher()
+    base = OptionsPatcher()
     network = make_hypernetwork("n", [8], seed=0, layer_structure=[1, 1])
     patched = with_hypernetworks(base, [(network, 0.5)])
     assert base.model_options == {"transformer_options": {}} and not has_hypernetwork_patch(base)

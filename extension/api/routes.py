@@ -604,7 +604,7 @@ def make_router(ctx, credentials: dict[str, str]) -> APIRouter:
         """AUTOMATIC1111's Create: a new file in the hypernetworks folder; what is missing takes the Train tab's
         default (``enable_sizes``: the loaded model's widths)."""
         from ..training import TrainingError
-        from ..training import create_hypernetwork as create
+        from ..training.create import NameTaken, create_hypernetwork as create
 
         sizes = body.enable_sizes
         if not sizes:
@@ -621,7 +621,7 @@ def make_router(ctx, credentials: dict[str, str]) -> APIRouter:
                           activate_output=body.activate_output, overwrite=body.overwrite_old,
                           file_format=body.file_format)
         except TrainingError as exc:
-            status = 409 if "already exists" in str(exc) or "in another format" in str(exc) else 422
+            status = 409 if isinstance(exc, NameTaken) else 422
             raise ApiError(status, str(exc), "Conflict" if status == 409 else "BadRequest") from None
         return {"info": f"create hypernetwork filename: {path}"}
 

@@ -19,6 +19,10 @@ from .config import TrainingError
 FORMATS = {"safetensors": ".safetensors", "pt": ".pt"}
 
 
+class NameTaken(TrainingError):
+    """Create refused: a network of that name exists (the API answers 409 Conflict)."""
+
+
 def clean_name(name) -> str:
     """The file name AUTOMATIC1111 would make of ``name``; :class:`TrainingError` when it is empty or a path.
 
@@ -69,9 +73,9 @@ def create_hypernetwork(name, library: HypernetworkLibrary, *, sizes, layer_stru
     existing = library.get(stem)
     if not overwrite and (path.exists() or existing is not None):
         where = existing.path if existing is not None else path
-        raise TrainingError(f"a hypernetwork named {stem!r} already exists ({where}); tick overwrite to replace it")
+        raise NameTaken(f"a hypernetwork named {stem!r} already exists ({where}); tick overwrite to replace it")
     if overwrite and existing is not None and existing.path != path:
-        raise TrainingError(f"{existing.path} has the name {stem!r} in another format; remove it or choose "
+        raise NameTaken(f"{existing.path} has the name {stem!r} in another format; remove it or choose "
                             "another name")
     try:
         config = HypernetworkConfig(

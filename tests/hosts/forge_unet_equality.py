@@ -94,6 +94,7 @@ def forge_unet(family: str):
 
 def main(out: Path) -> None:
     from tests.builders import make_hypernetwork
+    from tests.hosts.patcher import OptionsPatcher
 
     from extension.hosts.unet_patch import with_hypernetworks
     from extension.hypernetwork.reference import a1111_hooks
@@ -113,21 +114,7 @@ def main(out: Path) -> None:
         if family == "sdxl":
             extra["y"] = torch.randn(2, unet.label_emb[0][0].in_features, generator=generator)
 
-        class Patcher:  # the patcher surface with_hypernetworks uses: clone() and the two setters
-            def __init__(self, options=None):
-                self.model_options = options or {"transformer_options": {}}
-
-            def clone(self):
-                import copy
-                return Patcher(copy.deepcopy(self.model_options))
-
-            def set_model_attn1_patch(self, patch):
-                self.model_options["transformer_options"].setdefault("patches", {}).setdefault("attn1_patch", []).append(patch)
-
-            def set_model_attn2_patch(self, patch):
-                self.model_options["transformer_options"].setdefault("patches", {}).setdefault("attn2_patch", []).append(patch)
-
-        patched_options = with_hypernetworks(Patcher(), networks).model_options["transformer_options"]
+        patched_options = with_hypernetworks(OptionsPatcher(), networks).model_options["transformer_options"]
         with torch.inference_mode():
             bare = unet(x, timesteps, context, transformer_options={}, **extra)
             patched = unet(x, timesteps, context, transformer_options=dict(patched_options), **extra)

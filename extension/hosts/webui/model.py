@@ -1,6 +1,8 @@
 """What the extension reads of the host's loaded model: its UNet module, its attention widths, its name and hash."""
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from ...hypernetwork.reference import attention_modules
@@ -20,12 +22,19 @@ def unet_module(sd_model) -> torch.nn.Module | None:
     return module if isinstance(module, torch.nn.Module) else None
 
 
+# The widths of each UNet module seen, found once (a walk over its thousands of modules), forgotten with the module.
+_widths: "weakref.WeakKeyDictionary[torch.nn.Module, frozenset[int]]" = weakref.WeakKeyDictionary()
+
+
 def attention_widths(sd_model) -> set[int] | None:
     """Every context width the UNet's attentions read (``to_k.in_features``), or None without a UNet."""
     module = unet_module(sd_model)
     if module is None:
         return None
-    return {attention.to_k.in_features for attention in attention_modules(module)}
+    widths = _widths.get(module)
+    if widths is None:
+        widths = _widths[module] = frozenset(attention.to_k.in_features for attention in attention_modules(module))
+    return set(widths)
 
 
 def checkpoint_name_and_hash(sd_model) -> tuple[str | None, str | None]:

@@ -66,6 +66,7 @@ def create_hypernetwork(args: dict[str, Any] = Body(...)) -> dict:
 
     from ...training import TrainingError
     from ...training import create_hypernetwork as create
+    from ...training.create import NameTaken
 
     if not isinstance(args, dict) or not isinstance(args.get("name"), str) or not args["name"].strip():
         raise HTTPException(status_code=422, detail="name: a hypernetwork name is required")
@@ -87,7 +88,7 @@ def create_hypernetwork(args: dict[str, Any] = Body(...)) -> dict:
                       overwrite=bool(args.get("overwrite_old", False)),
                       file_format=str(args.get("file_format") or "safetensors"))
     except TrainingError as exc:
-        status = 409 if "already exists" in str(exc) or "in another format" in str(exc) else 422
+        status = 409 if isinstance(exc, NameTaken) else 422
         raise HTTPException(status_code=status, detail=str(exc)) from None
     return {"info": f"create hypernetwork filename: {path}"}
 
