@@ -4,7 +4,8 @@ The host calls ``preload(parser)`` with its argparse parser. A flag the host alr
 Forge and AUTOMATIC1111 define ``--hypernetwork-dir`` themselves; Forge Classic and Neo removed it, and get it here,
 with the same default (``MODELS/hypernetworks``).
 
-- ``--hypernetwork-dir DIR``: the hypernetworks folder;
+- ``--hypernetwork-dir DIR``: the hypernetworks folder (over the setting "Hypernetworks folder"; default
+  ``MODELS/hypernetworks``);
 - ``--train-data-dir DIR`` (repeatable): a folder that training, started from the page or the API, may read
   datasets from and write logs to (as in the standalone host); the host's data folder is always one.
 """

@@ -1,11 +1,12 @@
 """The cost of a hypernetwork in Forge: Forge's own SD 1.5-shaped UNet module, bare, with the extension's attention
 patch, and with AUTOMATIC1111's way (pre-hooks on every ``to_k`` / ``to_v``), in one run, in lockstep.
 
-Run with Forge's Python from Forge's tree (the test set-up builds both, ``tests/hosts/forge_env.py``)::
+Run with Forge's Python from Forge's tree (the test set-up builds both, ``tests/hosts/host_env.py``)::
 
     cd FORGE && FORGE_VENV/bin/python /path/to/bench/forge_inference.py [--rounds 20] [--size 64]
 
-Each round evaluates every configuration once, in turn (bare, ReLU patch, ReLU A1111, linear patch, linear A1111),
+Each round evaluates every configuration once, in turn (bare, ReLU patch, ReLU A1111, linear patch, linear folded
+(what a generation with only affine networks gets: :mod:`extension.hosts.unet_fold`), linear A1111),
 on a batch of 2 (cond + uncond) at ``--size`` pixels, under ``torch.inference_mode`` as Forge samples; the medians
 of the per-round ratios to bare are written to ``bench/RESULTS.md`` (section ``forge-inference``).
 """
@@ -37,6 +38,7 @@ def main() -> None:
     from tests.builders import make_hypernetwork
     from tests.hosts.patcher import OptionsPatcher
 
+    from extension.hosts.unet_fold import with_folded_hypernetworks
     from extension.hosts.unet_patch import with_hypernetworks
     from extension.hypernetwork.reference import a1111_hooks
 
@@ -53,6 +55,14 @@ def main() -> None:
         options = with_hypernetworks(OptionsPatcher(), networks).model_options["transformer_options"]
         return lambda: unet(x, t, context, transformer_options=dict(options))
 
+    def folded(networks):
+        patcher = with_folded_hypernetworks(OptionsPatcher(diffusion_model=unet), networks)
+
+        def run():
+            with patcher.patched():  # as Forge sets a loaded clone's object patches
+                return unet(x, t, context, transformer_options={})
+        return run
+
     def hooked(networks):
         def run():
             with a1111_hooks(unet, networks):
@@ -61,7 +71,7 @@ def main() -> None:
 
     configs = {"bare": lambda: unet(x, t, context, transformer_options={}),
                "relu patch": patched(relu), "relu A1111": hooked(relu),
-               "linear patch": patched(linear), "linear A1111": hooked(linear)}
+               "linear patch": patched(linear), "linear folded": folded(linear), "linear A1111": hooked(linear)}
     times = {name: [] for name in configs}
     with torch.inference_mode():
         for name, run in configs.items():

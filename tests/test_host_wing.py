@@ -96,3 +96,88 @@ def test_loss_plot_is_an_svg_of_the_mean_loss_per_step():
     monitor.add_loss(2, 0.1, 1e-3)
     text = progress_html(monitor)
     assert "step 2/3" in text and "loss 0.1 to 0.3" in text
+
+
+# -- affine networks folded into a host UNet's projections (extension/hosts/unet_fold.py) -----------------------
+def _tiny_unet():
+    from tests.builders import tiny_pipeline
+
+    unet = tiny_pipeline("sd1").unet
+    widths = sorted({m.to_k.in_features for m in unet.modules() if hasattr(m, "to_k")})
+    return unet, widths
+
+
+def _run(unet, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    sample = torch.randn(2, 4, 8, 8, generator=generator)
+    context = torch.randn(2, 7, unet.config.cross_attention_dim, generator=generator)
+    return unet(sample, torch.tensor([400, 400]), context).sample
+
+
+def test_affine_networks_fold_into_the_projections_and_the_model_is_its_own_after():
+    from extension.hosts.unet_fold import (FoldedProjection, all_affine, has_folded_projections,
+                                           with_folded_hypernetworks)
+    from extension.hypernetwork.reference import a1111_hooks
+    from tests.hosts.patcher import OptionsPatcher
+
+    unet, widths = _tiny_unet()
+    networks = [(make_hypernetwork("a", widths, seed=1, activation_func=None), 0.7),
+                (make_hypernetwork("b", widths, seed=2, activation_func=None, layer_structure=[1, 2, 1]), -0.4)]
+    assert all_affine(networks)
+    assert not all_affine([*networks, (make_hypernetwork("r", widths, seed=3), 1.0)])
+    base = OptionsPatcher(diffusion_model=unet)
+    keys, modules = list(unet.state_dict()), list(unet.modules())
+    patcher = with_folded_hypernetworks(base, networks)
+    assert patcher is not base and not base.object_patches and has_folded_projections(patcher)
+    attentions = [m for m in unet.modules() if hasattr(m, "to_k") and hasattr(m, "to_v")]
+    assert len(patcher.object_patches) == 2 * len(attentions)
+    with torch.inference_mode():
+        bare = _run(unet)
+        with a1111_hooks(unet, networks):
+            reference = _run(unet)
+        with patcher.patched():
+            assert list(unet.state_dict()) == keys  # the host's keys (LoRA, offloading) are unchanged
+            assert all(isinstance(m.to_k, FoldedProjection) for m in attentions)
+            assert attentions[0].to_k.weight is attentions[0].to_k.hn_original.weight  # shared parameters
+            folded = _run(unet)
+            plans = [layer.hn_placement for layer in patcher.object_patches.values()]
+        after = _run(unet)
+    assert list(unet.modules()) == modules and torch.equal(after, bare)  # the originals are back
+    scale = reference.abs().max()
+    assert (reference - bare).abs().max() > 1e-3 * scale  # the networks act
+    assert (folded - reference).abs().max() <= 1e-5 * scale
+    modes = {mode for placement in {id(p): p for p in plans}.values()
+             for active in placement._placed.values() for layer_modes in active.folds.modes() for mode in layer_modes}
+    assert modes == {"folded"}, modes
+
+
+def test_a_layer_the_host_casts_per_call_runs_the_exact_chain_instead():
+    from extension.hosts.unet_fold import with_folded_hypernetworks
+    from extension.hypernetwork.reference import a1111_hooks
+    from tests.hosts.patcher import OptionsPatcher
+
+    unet, widths = _tiny_unet()
+    networks = [(make_hypernetwork("a", widths, seed=1, activation_func=None), 0.7)]
+    for module in unet.modules():
+        if hasattr(module, "to_k"):
+            module.to_k.parameters_manual_cast = True  # as Forge marks layers whose weights it casts per call
+    patcher = with_folded_hypernetworks(OptionsPatcher(diffusion_model=unet), networks)
+    with torch.inference_mode():
+        with a1111_hooks(unet, networks):
+            reference = _run(unet)
+        with patcher.patched():
+            folded = _run(unet)
+    assert (folded - reference).abs().max() <= 1e-5 * reference.abs().max()
+
+
+def test_no_fold_where_another_extension_patches_the_same_layer():
+    from extension.hosts.unet_fold import with_folded_hypernetworks
+    from tests.hosts.patcher import OptionsPatcher
+
+    unet, widths = _tiny_unet()
+    networks = [(make_hypernetwork("a", widths, seed=1, activation_func=None), 0.7)]
+    base = OptionsPatcher(diffusion_model=unet)
+    name = next(n for n, m in unet.named_modules() if hasattr(m, "to_k"))
+    base.add_object_patch(f"diffusion_model.{name}.to_k", torch.nn.Identity())
+    assert with_folded_hypernetworks(base, networks) is None  # the caller keeps the attention patch
+    assert with_folded_hypernetworks(OptionsPatcher(), networks) is None  # no model to patch

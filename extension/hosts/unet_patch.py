@@ -54,7 +54,8 @@ class HypernetworkAttentionPatch:
     def touches(self, width: int) -> bool:
         return width in self._widths
 
-    def _active(self, context: torch.Tensor) -> ActiveHypernetworks:
+    def active_for(self, context: torch.Tensor) -> ActiveHypernetworks:
+        """The networks placed on ``context``'s device in its dtype (made once per device and dtype)."""
         key = (str(context.device), context.dtype)
         active = self._placed.get(key)
         if active is None:
@@ -70,7 +71,7 @@ class HypernetworkAttentionPatch:
     def __call__(self, n: torch.Tensor, context: torch.Tensor, value: torch.Tensor, extra_options=None):
         if context is None or not self.touches(context.shape[-1]):
             return n, context, value
-        active = self._active(context)
+        active = self.active_for(context)
         if value is context:
             context_k, context_v = active.transform_cached(context) if self.memo else active.transform(context)
             return n, context_k, context_v

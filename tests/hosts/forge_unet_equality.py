@@ -10,6 +10,8 @@ as Forge samples:
 - ``bare``: the UNet alone;
 - ``patched``: the UNet with :func:`extension.hosts.unet_patch.with_hypernetworks`'s patches in its
   ``transformer_options`` (what a patched clone hands the UNet);
+- ``folded``: all-affine networks folded into the K/V projections (:mod:`extension.hosts.unet_fold`), against
+  the reference with the same networks;
 - ``reference``: the UNet with :func:`extension.hypernetwork.reference.a1111_hooks` (the context rewritten before
   ``to_k`` / ``to_v``, K into K, V into V, in self- and cross-attention), no patch.
 
@@ -27,7 +29,7 @@ from pathlib import Path
 FORGE = Path.cwd()
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(FORGE), str(FORGE / "packages_3rdparty"), str(FORGE / "repositories" / "huggingface_guess"),
-                str(ROOT)]
+                str(ROOT), str(Path(__file__).resolve().parent)]
 OUT = Path(sys.argv[1]) if __name__ == "__main__" else None
 sys.argv[1:] = ["--always-cpu"]  # Forge's backend reads its flags from the command line when imported
 
@@ -93,39 +95,13 @@ def forge_unet(family: str):
 
 
 def main(out: Path) -> None:
-    from tests.builders import make_hypernetwork
-    from tests.hosts.patcher import OptionsPatcher
-
-    from extension.hosts.unet_patch import with_hypernetworks
-    from extension.hypernetwork.reference import a1111_hooks
+    from unet_measure import measure
 
     torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "1")))
     results = {}
     for family in os.environ.get("FAMILIES", "sd1,sd2,sdxl").split(","):
         unet, text = forge_unet(family)
-        widths = sorted({unet.model_channels * m for m in (1, 2, 4)} | {text})
-        networks = [(make_hypernetwork("relu", widths, seed=1), 0.8),
-                    (make_hypernetwork("linear", widths, seed=2, activation_func=None), -0.5)]
-        generator = torch.Generator().manual_seed(3)
-        x = torch.randn(2, 4, 8, 8, generator=generator)
-        timesteps = torch.tensor([500.0, 500.0])
-        context = torch.randn(2, 77, text, generator=generator)
-        extra = {}
-        if family == "sdxl":
-            extra["y"] = torch.randn(2, unet.label_emb[0][0].in_features, generator=generator)
-
-        patched_options = with_hypernetworks(OptionsPatcher(), networks).model_options["transformer_options"]
-        with torch.inference_mode():
-            bare = unet(x, timesteps, context, transformer_options={}, **extra)
-            patched = unet(x, timesteps, context, transformer_options=dict(patched_options), **extra)
-            with a1111_hooks(unet, networks):
-                reference = unet(x, timesteps, context, transformer_options={}, **extra)
-        results[family] = {
-            "max_abs_diff": float((patched - reference).abs().max()),
-            "max_abs_reference": float(reference.abs().max()),
-            "max_abs_effect": float((reference - bare).abs().max()),
-            "widths": widths,
-        }
+        results[family] = measure(unet, text, with_y=family == "sdxl")
         del unet
     out.write_text(json.dumps(results, indent=1))
 

@@ -1,7 +1,12 @@
 """The training's progress line and loss plot as one piece of HTML, for the host's progress text.
 
-The host's progress script puts the job's text into the page as HTML at every poll, so the plot needs no widget
-of its own (and works in every host's Gradio): an inline SVG polyline of the mean loss of each step.
+The Train tab's progress script (``javascript/hypernetworks_host_training.js``) puts the job's text into the page
+as HTML at every poll, so the plot needs no widget of its own (and works in every host's Gradio): an inline SVG
+polyline of the mean loss of each step.
+
+The host's own progress bar also shows a job's text, as plain text, unless it has a line break (AUTOMATIC1111's
+textual-inversion training relies on the same rule): the HTML here always has one, so the bar shows only the
+percentage and ETA and never raw markup.
 """
 from __future__ import annotations
 
@@ -40,4 +45,4 @@ def progress_html(monitor: TrainingMonitor) -> str:
     for point in monitor.losses():
         by_step.setdefault(point.step, []).append(point.loss)
     points = [(step, sum(values) / len(values)) for step, values in sorted(by_step.items())]
-    return f'<div class="hn-train-progress">{html.escape(monitor.summary())}</div>{loss_svg(points)}'
+    return f'<div class="hn-train-progress">{html.escape(monitor.summary())}</div>\n{loss_svg(points)}'

@@ -8,6 +8,9 @@ the background, as the standalone library does); the metadata button shows every
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from modules import shared, ui_extra_networks
 from modules.ui_extra_networks import quote_js
 
@@ -27,6 +30,23 @@ def card_description(card) -> str:
         lines.append(card.description)
     lines.append(card.metadata_line())
     return "\n".join(lines)
+
+
+MAX_USER_METADATA = 1 << 20  # the host reads NAME.json whole, into memory
+
+
+def host_may_read(sidecar: Path, root: Path) -> bool:
+    """Whether the host's own reader may open ``sidecar`` (NAME.json, read whole by the host): absent, or a small
+    regular file inside the folder. A link out of the folder or a huge file is left alone (the card's own text reads
+    the description safely: :mod:`extension.ui.cards`)."""
+    try:
+        if not os.path.lexists(sidecar):
+            return True
+        if sidecar.is_symlink() or not sidecar.resolve().is_relative_to(root.resolve()):
+            return False
+        return sidecar.is_file() and sidecar.stat().st_size <= MAX_USER_METADATA
+    except OSError:
+        return False
 
 
 class HypernetworksPage(ui_extra_networks.ExtraNetworksPage):
@@ -59,7 +79,10 @@ class HypernetworksPage(ui_extra_networks.ExtraNetworksPage):
             "prompt": quote_js(f"<hypernet:{entry.name}:") + " + opts.extra_networks_default_multiplier + "
             + quote_js(">"),
         }
-        self.read_user_metadata(item)  # the host's user metadata (NAME.json), as on its other pages
+        if host_may_read(entry.path.with_suffix(".json"), library.root):
+            self.read_user_metadata(item)  # the host's user metadata (NAME.json), as on its other pages
+        else:
+            item["user_metadata"] = {}
         item["description"] = card_description(card)  # the card's own text (which reads NAME.json's too)
         return item
 

@@ -2,7 +2,9 @@
 
 - ``sd_hypernetwork`` ("Add hypernetwork to prompt", section Extra Networks): the host's option of that name,
   whose choices list every file of the folder (Forge's own lists ``.pt`` files only, Classic has none);
-- ``extra_networks_default_multiplier``: the host's, added with the host's default where a host lacks it.
+- ``extra_networks_default_multiplier``: the host's, added with the host's default where a host lacks it;
+- ``sd_hypernetworks_dir`` ("Hypernetworks folder", section Hypernetworks): the extension's own, for hosts whose
+  command line has no folder flag of their own (:mod:`.folder` has the order).
 """
 from __future__ import annotations
 
@@ -36,3 +38,7 @@ def register_settings() -> None:
     if existing is not None and getattr(existing, "section", None):
         section = existing.section  # keep the host's section (and category) for its own option
     shared.options_templates.update(shared.options_section(section, options))
+    own = {folder.FOLDER_SETTING: shared.OptionInfo(
+        "", "Hypernetworks folder (empty: models/hypernetworks; --hypernetwork-dir on the command line wins)",
+        gr.Textbox).needs_reload_ui()}
+    shared.options_templates.update(shared.options_section(("hypernetworks", "Hypernetworks"), own))

@@ -103,11 +103,12 @@ def loaded_checkpoint() -> Path:
     return Path(filename)
 
 
-def run(values: dict[str, Any]) -> tuple[str, Any]:
+def run(values: dict[str, Any]) -> tuple[str, Any, list[Path]]:
     """One run, start to end, inside the host's job (the caller holds the queue lock and has begun the job).
 
     Returns:
-        AUTOMATIC1111's answer text and the :class:`~extension.training.result.TrainingResult`.
+        AUTOMATIC1111's answer text, the :class:`~extension.training.result.TrainingResult`, and the previews'
+        paths in order.
     """
     from modules import shared
 
@@ -145,7 +146,7 @@ def run(values: dict[str, Any]) -> tuple[str, Any]:
         raise
     finally:
         folder.library().refresh()  # the file it wrote is in the cards at once
-    return info, result
+    return info, result, [path for _, path in process.monitor.previews()]
 
 
 def train_route(args: dict[str, Any] = Body(...)) -> dict:
@@ -160,7 +161,7 @@ def train_route(args: dict[str, Any] = Body(...)) -> dict:
     with queue_lock:
         shared.state.begin(job="train_hypernetwork")
         try:
-            info, result = run(args)
+            info, result, _ = run(args)
         except TrainingError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from None
         finally:
@@ -171,6 +172,20 @@ def train_route(args: dict[str, Any] = Body(...)) -> dict:
 
 
 # -- the Train tab ---------------------------------------------------------------------------------------------
+def _previews(files, most: int = 16) -> list:
+    """The run's last preview images, loaded (a path outside the host's served folders would not show)."""
+    from PIL import Image
+
+    images = []
+    for path in list(files)[-most:]:
+        try:
+            with Image.open(path) as image:
+                images.append(image.copy())
+        except OSError:
+            continue
+    return images
+
+
 def _click(button, fn, inputs, outputs, js: str | None = None):
     """``button.click`` with the page-side function, under the name this host's Gradio knows (``_js`` before 4)."""
     import gradio as gr
@@ -295,13 +310,13 @@ def ui_tabs():
                 with gr.Row():
                     interrupt = gr.Button(value="Interrupt", elem_id="hn_train_interrupt")
                     train = gr.Button(value="Train Hypernetwork", variant="primary", elem_id="train_train_hypernetwork")
-                # The host's own progress script (start_training_textual_inversion) draws into these ids.
-                gr.HTML(elem_id="ti_error")
-                gr.HTML(elem_id="ti_progress")
+                # javascript/hypernetworks_host_training.js starts the host's progress polling over these.
+                gr.HTML(elem_id="hn_train_error")
+                gr.HTML(elem_id="hn_train_progress")
                 output = gr.Text(elem_id="ti_output", value="", show_label=False)
-                gr.Gallery(label="Output", show_label=False, elem_id="ti_gallery", columns=4)
+                gallery = gr.Gallery(label="Output", show_label=False, elem_id="ti_gallery", columns=4)
                 outcome = gr.HTML(elem_id="ti_outcome")
-                dummy = gr.Label(visible=False)
+                dummy = gr.Textbox(visible=False)  # the task id from the progress script (a Label takes no str)
 
         def do_create(name, sizes, structure, activation, weight_init, layer_norm, use_dropout, dropout,
                       activate_output, overwrite, file_format):
@@ -345,17 +360,17 @@ def ui_tabs():
             if from_txt2img:
                 values.update(zip(preview_fields, preview))
             try:
-                info, result = run(values)
+                info, result, previews = run(values)
             except TrainingError as exc:
-                return "", f"<p class='hn-error'>{html.escape(str(exc))}</p>"
+                return "", gr.update(), f"<p class='hn-error'>{html.escape(str(exc))}</p>"
             files = "".join(f"<br><code>{html.escape(str(f))}</code>" for f in result.files[-5:])
-            return info, f"<p>{html.escape(result.message)}</p>{files}"
+            return info, _previews(previews) or gr.update(), f"<p>{html.escape(result.message)}</p>{files}"
 
         train_inputs = [dummy, network, learn_rate, clip_mode, clip_value, batch_size, gradient_step, data_root,
                         log_directory, template, training_width, training_height, varsize, steps, image_every,
                         save_every, use_weight, from_txt2img, shuffle_tags, tag_drop_out, flip, latent, optimizer,
                         seed, precision, checkpointing, snr_gamma, *preview_inputs]
-        _click(train, call_queue.wrap_gradio_gpu_call(do_train, extra_outputs=[gr.update()]), train_inputs,
-               [output, outcome], js="start_training_textual_inversion")
+        _click(train, call_queue.wrap_gradio_gpu_call(do_train, extra_outputs=[gr.update(), gr.update()]),
+               train_inputs, [output, gallery, outcome], js="sdHypernetworksStartTraining")
         _click(interrupt, lambda: shared.state.interrupt(), [], [])
     return [(tab, "Train", "hypernetworks_train")]

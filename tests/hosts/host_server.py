@@ -1,9 +1,9 @@
-"""A real Forge server for the tests: a fresh copy of the tree, the extension installed as ``git clone`` would, the
-random SD 1.5 checkpoint, started headless on CPU on 127.0.0.1.
+"""A real host server for the tests (Forge, Forge Classic): a fresh copy of the tree, the extension installed as
+``git clone`` would, the random SD 1.5 checkpoint, started headless on CPU on 127.0.0.1.
 
-:class:`ForgeServer` is used as a context manager; its ``url``, ``log()`` and ``api()`` serve the tests. The tree is
-copied per server (62 MB: Forge writes its settings, caches and outputs into it), the venv and the checkpoint are
-the machine's cached ones (:mod:`tests.hosts.forge_env`).
+:class:`HostServer` is used as a context manager; its ``url``, ``log()`` and ``api()`` serve the tests. The tree is
+copied per server (60-70 MB: the host writes its settings, caches and outputs into it), the venv and the checkpoint
+are the machine's cached ones (:mod:`tests.hosts.host_env`).
 """
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import forge_env
+from . import host_env
+from .host_env import FORGE, Host
 
-ROOT = forge_env.ROOT
+ROOT = host_env.ROOT
 EXTENSION_NAME = "sd-webui-hypernetworks"
 CHECKPOINT_VERSION = "v1"  # part of the cached file's name: bump to rebuild it
 
@@ -33,9 +34,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def checkpoint(tree: Path, python: Path) -> Path:
-    """The random-weights SD 1.5 file (``tests/hosts/sd15_checkpoint.py``), written once per machine."""
-    path = forge_env.CACHE / "models" / f"sd15-random-{CHECKPOINT_VERSION}.safetensors"
+def checkpoint() -> Path:
+    """The random-weights SD 1.5 file (``tests/hosts/sd15_checkpoint.py``), written once per machine.
+
+    Every host reads the same file; it is built with Forge's tree and venv, which ship the SD 1.5 configs and the
+    converter to the original key names."""
+    tree = FORGE.source_tree()
+    python = FORGE.ensure_venv(tree)
+    path = host_env.CACHE / "models" / f"sd15-random-{CHECKPOINT_VERSION}.safetensors"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([str(python), str(ROOT / "tests" / "hosts" / "sd15_checkpoint.py"), str(tree), str(path)],
@@ -56,23 +62,27 @@ def install_extension(extensions_dir: Path) -> Path:
     return target
 
 
-class ForgeServer:
-    """One Forge process.
+class HostServer:
+    """One host process.
 
     Args:
         workdir: an empty folder for this server (the tree's copy, its log).
-        hypernetwork_dir: passed as ``--hypernetwork-dir``.
+        hypernetwork_dir: passed as ``--hypernetwork-dir`` (the host's flag in Forge, the extension's in Classic,
+            where a bare host does not get it).
+        host: which host (:data:`tests.hosts.host_env.FORGE` by default).
         with_extension: install the extension (False: the bare host, for comparisons).
-        extra_args: more of Forge's flags (``--api-auth``, ``--nowebui``...).
-        settings: Forge's ``config.json`` to start with.
+        extra_args: more of the host's flags (``--api-auth``, ``--nowebui``...).
+        settings: the host's ``config.json`` to start with.
     """
 
-    def __init__(self, workdir: Path, hypernetwork_dir: Path | None = None, *, with_extension: bool = True,
-                 extra_args: tuple[str, ...] = (), settings: dict | None = None, auth: tuple[str, str] | None = None):
-        self.source = forge_env.source_tree()
-        self.python = forge_env.ensure_venv(self.source)
+    def __init__(self, workdir: Path, hypernetwork_dir: Path | None = None, *, host: Host = FORGE,
+                 with_extension: bool = True, extra_args: tuple[str, ...] = (), settings: dict | None = None,
+                 auth: tuple[str, str] | None = None):
+        self.host = host
+        self.source = host.source_tree()
+        self.python = host.ensure_venv(self.source)
         self.workdir = Path(workdir)
-        self.tree = self.workdir / "forge"
+        self.tree = self.workdir / host.folder
         self.hypernetwork_dir = hypernetwork_dir
         self.with_extension = with_extension
         self.extra_args = tuple(extra_args)
@@ -99,13 +109,13 @@ class ForgeServer:
     def command(self) -> list[str]:
         args = [str(self.python), "launch.py", "--always-cpu", "--skip-prepare-environment", "--skip-install",
                 "--skip-torch-cuda-test", "--skip-version-check", "--skip-python-version-check", "--api",
-                "--port", str(self.port), "--ckpt", str(checkpoint(self.source, self.python)),
-                "--disable-nan-check"]
-        if self.hypernetwork_dir is not None:
+                "--port", str(self.port), "--ckpt", str(checkpoint()), "--disable-nan-check"]
+        # Classic has no --hypernetwork-dir of its own: the extension's preload.py brings it.
+        if self.hypernetwork_dir is not None and (self.with_extension or self.host is FORGE):
             args += ["--hypernetwork-dir", str(self.hypernetwork_dir)]
         return args + list(self.extra_args)
 
-    def start(self, timeout: float = 240) -> "ForgeServer":
+    def start(self, timeout: float = 240) -> "HostServer":
         self.prepare()
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
                "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("FORGE_THREADS", "2"),
@@ -120,7 +130,7 @@ class ForgeServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"Forge exited with {self.process.returncode}:\n{self.log()[-4000:]}")
+                raise RuntimeError(f"{self.host.title} exited with {self.process.returncode}:\n{self.log()[-4000:]}")
             if "Startup time:" in self.log():
                 try:
                     self.request("GET", "/sdapi/v1/sd-models")
@@ -129,7 +139,7 @@ class ForgeServer:
                     pass
             time.sleep(0.5)
         self.stop()
-        raise RuntimeError(f"Forge did not start within {timeout:.0f} s:\n{self.log()[-4000:]}")
+        raise RuntimeError(f"{self.host.title} did not start within {timeout:.0f} s:\n{self.log()[-4000:]}")
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -141,7 +151,7 @@ class ForgeServer:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
 
-    def __enter__(self) -> "ForgeServer":
+    def __enter__(self) -> "HostServer":
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -1,0 +1,120 @@
+"""Affine hypernetworks folded into a host UNet's K/V projections, per generation, as object patches on a clone.
+
+A network without activation or layer norm is an affine map ``x -> x + m * (M x + c)``; a chain of them at one
+width is one such map, and the projection after it absorbs it: ``W (x + D x + c) + b = (W + W D) x + (W c + b)``
+(:mod:`extension.hypernetwork.folding`). In a host, the attention patch of :mod:`extension.hosts.unet_patch` runs
+the chain on every token of every self-attention call; folded, a call costs what the bare UNet's does.
+
+The Forge family has one per-clone way to change what a module computes: *object patches*
+(``patcher.add_object_patch(name, obj)``), set on the model while that clone is loaded and put back when another
+clone loads (``forge_unpatch_model`` / ``unpatch_model``, which every generation without the clone triggers). Each
+affected ``to_k`` / ``to_v`` is patched with a :class:`FoldedProjection`: a shallow copy of the host's own layer
+that shares its parameters (same ``state_dict`` keys, moved and LoRA-patched with the model), whose forward
+computes ``F.linear(x, W', b')``. ``W'`` is made at the first call from the weights as they are then (after any
+LoRA merge), kept while they stay the same, and never written to the model.
+
+A layer whose weights the host casts per call (low-VRAM swapping, fp8 or quantized storage: weight and input differ
+in device or dtype) runs the chain before the host's own forward instead, which is exact. Networks with any
+non-affine module, or a patcher that lacks object patches, keep the attention patch.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+
+from ..hypernetwork import Hypernetwork
+from ..hypernetwork.reference import is_projection
+from .unet_patch import HypernetworkAttentionPatch
+
+K, V = 0, 1
+
+
+def all_affine(networks: Sequence[tuple[Hypernetwork, float]]) -> bool:
+    """Whether every network is affine at inference (no activation, no layer norm), so its chains fold."""
+    return bool(networks) and all(network.config.is_affine for network, _ in networks)
+
+
+def _plain_weight(layer, x: torch.Tensor) -> bool:
+    weight = getattr(layer, "weight", None)
+    if not isinstance(weight, torch.Tensor) or type(weight) not in (torch.Tensor, torch.nn.Parameter):
+        return False  # a host's quantized or wrapped tensor type
+    if getattr(layer, "parameters_manual_cast", False):
+        return False  # the host casts (and may move) the weights at every call
+    bias = getattr(layer, "bias", None)
+    return weight.device == x.device and weight.dtype == x.dtype and (bias is None or bias.dtype == x.dtype)
+
+
+class FoldedProjection:
+    """Mixed into a copy of a host's linear layer (:func:`folded_projection`): its forward is
+    ``original(chain(x))``, computed by the folded weights where the host's weights allow."""
+
+    hn_original: torch.nn.Module
+    hn_placement: HypernetworkAttentionPatch
+    hn_which: int
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        placement, which, original = self.hn_placement, self.hn_which, self.hn_original
+        if not placement.touches(x.shape[-1]):
+            return original.forward(x)
+        active = placement.active_for(x)
+        if _plain_weight(original, x) and active.folds.usable():
+            return active.folds.project(original, x, which)
+        for network, multiplier in active.networks:  # the exact chain, then the host's own forward
+            pair = network.layers.get(x.shape[-1])
+            if pair is not None:
+                x = pair[which](x, multiplier)
+        return original.forward(x)
+
+
+_classes: dict[type, type] = {}
+
+
+def folded_projection(original: torch.nn.Module, placement: HypernetworkAttentionPatch, which: int):
+    """A shallow copy of the host's ``original`` layer (parameters shared) that projects ``chain(x)`` by the
+    folded weights; ``which`` is :data:`K` or :data:`V`."""
+    host_class = type(original)
+    folded_class = _classes.get(host_class)
+    if folded_class is None:
+        folded_class = _classes[host_class] = type(f"Folded{host_class.__name__}", (FoldedProjection, host_class), {})
+    layer = copy.copy(original)  # shares _parameters, _buffers and _modules with the original
+    for attribute, value in (("hn_original", original), ("hn_placement", placement), ("hn_which", which)):
+        object.__setattr__(layer, attribute, value)  # plain attributes: no child module, the state_dict keys stay
+    layer.__class__ = folded_class
+    return layer
+
+
+def fold_patches(diffusion_model: torch.nn.Module, networks: Sequence[tuple[Hypernetwork, float]],
+                 prefix: str = "diffusion_model.") -> dict[str, torch.nn.Module]:
+    """``{object patch name: FoldedProjection}`` for every ``to_k`` / ``to_v`` whose width a network has."""
+    placement = HypernetworkAttentionPatch(networks, memo=False)
+    patches = {}
+    for name, module in diffusion_model.named_modules():
+        to_k, to_v = getattr(module, "to_k", None), getattr(module, "to_v", None)
+        if not (is_projection(to_k) and is_projection(to_v)):
+            continue
+        for which, attribute, layer in ((K, "to_k", to_k), (V, "to_v", to_v)):
+            if placement.touches(layer.in_features):
+                patches[f"{prefix}{name}.{attribute}"] = folded_projection(layer, placement, which)
+    return patches
+
+
+def with_folded_hypernetworks(unet_patcher, networks: Sequence[tuple[Hypernetwork, float]]):
+    """A clone of ``unet_patcher`` with ``networks`` (all affine) folded into its K/V projections, or None when
+    this patcher cannot take object patches (or another extension patches the same layers already)."""
+    diffusion_model = getattr(getattr(unet_patcher, "model", None), "diffusion_model", None)
+    if not isinstance(diffusion_model, torch.nn.Module) or not hasattr(unet_patcher, "add_object_patch"):
+        return None
+    patches = fold_patches(diffusion_model, networks)
+    taken = getattr(unet_patcher, "object_patches", {})
+    if not patches or any(name in taken for name in patches):
+        return None
+    unet = unet_patcher.clone()
+    for name, layer in patches.items():
+        unet.add_object_patch(name, layer)
+    return unet
+
+
+def has_folded_projections(unet_patcher) -> bool:
+    return any(isinstance(obj, FoldedProjection) for obj in getattr(unet_patcher, "object_patches", {}).values())
