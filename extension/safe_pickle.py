@@ -440,7 +440,9 @@ def _load(handle: BinaryIO, allowed_globals, limits: Limits, map_location) -> An
     handle.seek(0)
     try:
         with torch.serialization.safe_globals(allowed_globals):
-            return torch.load(handle, map_location=map_location, weights_only=True)
+            # torch.serialization.load, not torch.load: AUTOMATIC1111 rebinds torch.load to a wrapper of its own
+            # (modules/safe.py) that reads the handle a second time from where its check left it.
+            return torch.serialization.load(handle, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a checked file that still fails is the file's fault
         raise _torch_error(exc) from exc
 

@@ -30,12 +30,33 @@ from tests.test_host_forge import (  # noqa: F401  (fixtures and the checks that
     test_the_hosts_page_cards_click_generate_and_reload_ui, test_the_listing_has_every_file_and_each_error,
     test_the_paste_button_reads_an_infotext_back_into_the_page, test_the_routes_need_the_hosts_api_auth,
     test_the_train_tab_creates_trains_with_progress_and_previews, test_train_through_the_api_on_the_loaded_checkpoint,
-    test_without_a_tag_the_images_are_the_hosts_own)
+    test_without_a_tag_the_images_are_the_hosts_own, txt2img)
 
 
 @pytest.fixture(scope="module")
 def host():
     return FORGE_CLASSIC
+
+
+@pytest.fixture(scope="module")
+def other_extensions() -> dict:
+    """reForge, on this same backend, still registers a ``hypernet`` handler that applies nothing and a
+    Hypernetworks page; it cannot be started here. A stand-in registers the same two before any callback of ours
+    runs (``tests/hosts/reforge_like_builtins.py``): the cards test then finds one Hypernetworks tab, and every tag
+    test finds our handler in its place."""
+    script = (Path(__file__).parent / "hosts" / "reforge_like_builtins.py").read_text()
+    return {"a-reforge-like-builtins": {"scripts/reforge_like_builtins.py": script}}
+
+
+def test_a_builtin_handler_and_page_like_reforges_are_replaced(server):
+    """The stand-in's handler and page were registered, and ours replaced both: a tag applies through ours, the
+    stand-in's never runs, the browser test counts one Hypernetworks tab, and the log says what was replaced if the
+    stand-in came after us."""
+
+    assert (server.tree / "extensions" / "a-reforge-like-builtins" / "scripts").is_dir()
+    _, infotext = txt2img(server, "a cat <hypernet:style_relu:1>")
+    assert "Hypernet hashes" in infotext
+    assert "REFORGE-LIKE HYPERNET HANDLER RAN" not in server.log()
 
 
 def test_classics_unet_with_the_patch_equals_automatic1111s_way(server, tmp_path):
@@ -62,5 +83,8 @@ def test_the_folder_flag_and_setting_are_the_extensions_own(server):
     """Classic has no ``--hypernetwork-dir``: the extension's preload adds it (the tests pass it), and its setting
     is in Classic's settings."""
     assert "--hypernetwork-dir" in server.command()
-    options = server.api("GET", "options")
-    assert "sd_hypernetworks_dir" in options and "sd_hypernetwork" in options
+    server.api("POST", "options", {"sd_hypernetworks_dir": " "})  # the host keeps only options it knows
+    # (GET /options answers through a model built before extensions load: the saved settings show it)
+    assert json.loads((server.tree / "config.json").read_text())["sd_hypernetworks_dir"] == " "
+    server.api("POST", "options", {"sd_hypernetworks_dir": ""})
+    assert {item["name"] for item in server.api("GET", "hypernetworks")} >= {"style_relu", "style_linear"}

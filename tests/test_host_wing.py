@@ -181,3 +181,25 @@ def test_no_fold_where_another_extension_patches_the_same_layer():
     base.add_object_patch(f"diffusion_model.{name}.to_k", torch.nn.Identity())
     assert with_folded_hypernetworks(base, networks) is None  # the caller keeps the attention patch
     assert with_folded_hypernetworks(OptionsPatcher(), networks) is None  # no model to patch
+
+
+def test_a_fold_made_while_the_last_generations_fold_is_loaded_wraps_the_hosts_own_layers():
+    """A host keeps the last clone's object patches on the model until the next clone loads, and the next
+    generation's clone is made before that: its layers must wrap the host's layers, not the previous wrappers."""
+    from extension.hosts.unet_fold import FoldedProjection, with_folded_hypernetworks
+    from extension.hypernetwork.reference import a1111_hooks
+    from tests.hosts.patcher import OptionsPatcher
+
+    unet, widths = _tiny_unet()
+    first = [(make_hypernetwork("a", widths, seed=1, activation_func=None), 0.7)]
+    second = [(make_hypernetwork("b", widths, seed=2, activation_func=None), -0.5)]
+    base = OptionsPatcher(diffusion_model=unet)
+    with torch.inference_mode():
+        with a1111_hooks(unet, second):
+            reference = _run(unet)
+        with with_folded_hypernetworks(base, first).patched():
+            later = with_folded_hypernetworks(base, second)  # made while the first is on the model
+        assert not any(isinstance(layer.hn_original, FoldedProjection) for layer in later.object_patches.values())
+        with later.patched():
+            folded = _run(unet)
+    assert (folded - reference).abs().max() <= 1e-5 * reference.abs().max()

@@ -95,6 +95,9 @@ def fold_patches(diffusion_model: torch.nn.Module, networks: Sequence[tuple[Hype
         if not (is_projection(to_k) and is_projection(to_v)):
             continue
         for which, attribute, layer in ((K, "to_k", to_k), (V, "to_v", to_v)):
+            # The previous generation's clone may still be loaded, its layers set on the model: wrap the host's own
+            while isinstance(layer, FoldedProjection):
+                layer = layer.hn_original
             if placement.touches(layer.in_features):
                 patches[f"{prefix}{name}.{attribute}"] = folded_projection(layer, placement, which)
     return patches

@@ -10,7 +10,7 @@ builds a new one.
 Why the steps are what they are: ``../shared/hosts/README.md`` (PyPI's torch builds, since PyPI's torchvision
 loads only with them; a package the host imports without pinning).
 
-``python -m tests.hosts.host_env forge|forge-classic`` builds (or finds) the venv and prints its Python.
+``python -m tests.hosts.host_env forge|forge-classic|a1111`` builds (or finds) the venv and prints its Python.
 """
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ class Host:
         requirements: the tree's pinned requirements file (part of the venv's key).
         steps: ``pip install`` arguments, in order, run in the tree (part of the venv's key).
         title: how messages name it.
+        version: what follows ``name-`` in the tarball's name (a regular expression: a commit, or a release tag).
     """
 
     name: str
@@ -53,9 +54,10 @@ class Host:
     requirements: str
     steps: tuple[str, ...]
     title: str
+    version: str = r"[0-9a-f]{6,40}"
 
     def tarball(self) -> Path | None:
-        pattern = re.compile(re.escape(self.name) + r"-[0-9a-f]{6,40}\.tar\.gz")
+        pattern = re.compile(re.escape(self.name) + "-" + self.version + r"\.tar\.gz")
         found = sorted(p for p in SHARED_HOSTS.glob(f"{self.name}-*.tar.gz") if pattern.fullmatch(p.name))
         return found[-1] if found else None
 
@@ -113,7 +115,14 @@ FORGE_CLASSIC = Host(name="forge-classic", folder="forge-classic", dir_variable=
                      requirements="requirements.txt",
                      steps=("-r requirements.txt", "torch==2.14.1 torchvision==0.29.1", "setuptools==80.9.0"),
                      title="Forge Classic")
-HOSTS = {host.name: host for host in (FORGE, FORGE_CLASSIC)}
+# AUTOMATIC1111 v1.8.0: its pins pull torch 2.14.1 (it runs on it); then what its launcher would fetch itself:
+# setuptools with pkg_resources (pytorch_lightning imports it) and CLIP (k-diffusion imports it; the launcher takes
+# it from GitHub; clip-anytorch is the same code on PyPI), with ftfy.
+A1111 = Host(name="a1111", folder="a1111", dir_variable="A1111_DIR", requirements="requirements_versions.txt",
+             steps=("-r requirements_versions.txt", "setuptools==69.5.1", "clip-anytorch==2.6.0 --no-deps",
+                    "ftfy==6.3.1"),
+             title="AUTOMATIC1111", version=r"v\d+\.\d+\.\d+")
+HOSTS = {host.name: host for host in (FORGE, FORGE_CLASSIC, A1111)}
 
 if __name__ == "__main__":
     chosen = HOSTS[sys.argv[1] if len(sys.argv) > 1 else "forge"]

@@ -21,7 +21,8 @@ import urllib.request
 from pathlib import Path
 
 from . import host_env
-from .host_env import FORGE, Host
+from .a1111_model import a1111_checkpoint
+from .host_env import A1111, FORGE, FORGE_CLASSIC, Host
 
 ROOT = host_env.ROOT
 EXTENSION_NAME = "sd-webui-hypernetworks"
@@ -73,12 +74,14 @@ class HostServer:
         with_extension: install the extension (False: the bare host, for comparisons).
         extra_args: more of the host's flags (``--api-auth``, ``--nowebui``...).
         settings: the host's ``config.json`` to start with.
+        other_extensions: more extensions to install beside it, ``{folder name: {relative path: text}}``.
     """
 
     def __init__(self, workdir: Path, hypernetwork_dir: Path | None = None, *, host: Host = FORGE,
                  with_extension: bool = True, extra_args: tuple[str, ...] = (), settings: dict | None = None,
-                 auth: tuple[str, str] | None = None):
+                 auth: tuple[str, str] | None = None, other_extensions: dict[str, dict[str, str]] | None = None):
         self.host = host
+        self.other_extensions = other_extensions or {}
         self.source = host.source_tree()
         self.python = host.ensure_venv(self.source)
         self.workdir = Path(workdir)
@@ -105,13 +108,23 @@ class HostServer:
              "img2img/Width/value": 64, "img2img/Height/value": 64, "img2img/Sampling steps/value": 3}))
         if self.with_extension:
             install_extension(self.tree / "extensions")
+        for name, files in self.other_extensions.items():
+            for relative, text in files.items():
+                (self.tree / "extensions" / name / relative).parent.mkdir(parents=True, exist_ok=True)
+                (self.tree / "extensions" / name / relative).write_text(text)
 
     def command(self) -> list[str]:
-        args = [str(self.python), "launch.py", "--always-cpu", "--skip-prepare-environment", "--skip-install",
-                "--skip-torch-cuda-test", "--skip-version-check", "--skip-python-version-check", "--api",
-                "--port", str(self.port), "--ckpt", str(checkpoint()), "--disable-nan-check"]
+        common = ["--skip-prepare-environment", "--skip-install", "--skip-torch-cuda-test", "--skip-version-check",
+                  "--skip-python-version-check", "--api", "--port", str(self.port), "--disable-nan-check"]
+        if self.host is A1111:  # its CI's CPU flags; the checkpoint with its NAME.yaml and a local CLIP folder
+            model = a1111_checkpoint(self.tree, checkpoint(), self.workdir / "a1111-model")
+            args = [str(self.python), "launch.py", *common, "--do-not-download-clip", "--no-half",
+                    "--disable-opt-split-attention", "--use-cpu", "all", "--server-name", "127.0.0.1",
+                    "--ckpt", str(model)]
+        else:
+            args = [str(self.python), "launch.py", "--always-cpu", *common, "--ckpt", str(checkpoint())]
         # Classic has no --hypernetwork-dir of its own: the extension's preload.py brings it.
-        if self.hypernetwork_dir is not None and (self.with_extension or self.host is FORGE):
+        if self.hypernetwork_dir is not None and (self.with_extension or self.host is not FORGE_CLASSIC):
             args += ["--hypernetwork-dir", str(self.hypernetwork_dir)]
         return args + list(self.extra_args)
 

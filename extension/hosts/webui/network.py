@@ -3,7 +3,9 @@
 The host parses the tags out of the prompt and calls :meth:`HypernetworkExtraNetwork.activate` with them for every
 batch (and again for the hires pass). What the tags ask for is resolved by the core (the tag grammar of
 :mod:`extension.prompt.tags`, the library's loading and messages) and kept on the processing object ``p``, which
-is this generation's alone; the per-sampling script (:mod:`.script`) reads it from there. Problems (an unknown
+is this generation's alone; the per-sampling script (:mod:`.script`) reads it from there in the Forge family. In
+AUTOMATIC1111, which has no per-sampling UNet patcher, they also fill the host's ``shared.loaded_hypernetworks``
+for the pass, which its attention applies (:mod:`extension.hosts.a1111_attention`). Problems (an unknown
 name, a bad multiplier, a file that does not load, a network that does not fit the model) are reported as the
 host reports them: a comment under the image, a warning in the console and a toast in the page; the image is
 still made.
@@ -18,6 +20,8 @@ from modules import extra_networks, shared
 from ...hypernetwork.attention import compatibility_messages
 from ...infotext import hypernet_hashes
 from ...prompt.tags import HYPERNET, NetworkTag, hypernetwork_requests
+from ..a1111_attention import loaded_entries
+from ..detect import A1111, running_host
 from . import folder, model
 
 log = logging.getLogger(__name__)
@@ -71,6 +75,8 @@ class HypernetworkExtraNetwork(extra_networks.ExtraNetwork):
                 messages += compatibility_messages(network, widths, checkpoint_name=checkpoint,
                                                    checkpoint_hash=shorthash)
         setattr(p, P_ATTRIBUTE, tuple((network, multiplier) for _, network, multiplier in named))
+        if running_host() == A1111:  # no UNet patcher there: its attention reads the host's list
+            set_loaded_hypernetworks(networks_of(p))
         hashes = hypernet_hashes((name, network.shorthash()) for name, network, _ in named)
         if hashes:
             p.extra_generation_params[HASHES_FIELD] = hashes
@@ -80,7 +86,14 @@ class HypernetworkExtraNetwork(extra_networks.ExtraNetwork):
             report(p, message)
 
     def deactivate(self, p):
-        pass
+        if running_host() == A1111:
+            set_loaded_hypernetworks(())
+
+
+def set_loaded_hypernetworks(networks) -> None:
+    """AUTOMATIC1111: the list its attention layers apply (``shared.loaded_hypernetworks``), filled in place as its
+    own handler does (:mod:`extension.hosts.a1111_attention`)."""
+    shared.loaded_hypernetworks[:] = loaded_entries(networks)
 
 
 def add_to_prompt(p, params_list: list) -> None:

@@ -8,6 +8,7 @@ the background, as the standalone library does); the metadata button shows every
 """
 from __future__ import annotations
 
+import html
 import os
 from pathlib import Path
 
@@ -32,6 +33,7 @@ def card_description(card) -> str:
     return "\n".join(lines)
 
 
+RAW_NAME = "hn_raw_name"  # a tree entry's unescaped name, for the card fields the host escapes itself
 MAX_USER_METADATA = 1 << 20  # the host reads NAME.json whole, into memory
 
 
@@ -85,6 +87,31 @@ class HypernetworksPage(ui_extra_networks.ExtraNetworksPage):
             item["user_metadata"] = {}
         item["description"] = card_description(card)  # the card's own text (which reads NAME.json's too)
         return item
+
+    def create_item_html(self, tabname, item, template=None):
+        """The host's card, given escaped copies of what it inserts into the page unescaped.
+
+        The hosts (Forge Classic, AUTOMATIC1111 1.8) put each search term into the HTML as it is and the file path
+        into an attribute, so a file named ``<img src=x onerror=...>.pt`` would run script in the page and one with a
+        ``"`` would break the card; the description is raw too when "description is HTML" is on. The item the host
+        keeps (its metadata, previews, user metadata) is unchanged."""
+        shown = dict(item)
+        if RAW_NAME in item:  # from the tree view below: the host escapes the name here itself
+            shown["name"] = shown.pop(RAW_NAME)
+        shown["search_terms"] = [html.escape(str(term)) for term in item.get("search_terms", [])]
+        shown["filename"] = html.escape(str(item.get("filename", "")))
+        if getattr(shared.opts, "extra_networks_card_description_is_html", False):
+            shown["description"] = html.escape(str(item.get("description") or ""))
+        return super().create_item_html(tabname, shown, template)
+
+    def create_tree_file_item_html(self, tabname, file_path, item):
+        """The host's tree entry of a file, which shows the name and its path as they are: given escaped."""
+        shown = {**item, "name": html.escape(str(item.get("name", ""))), RAW_NAME: item.get("name", "")}
+        return super().create_tree_file_item_html(tabname, html.escape(str(file_path)), shown)
+
+    def create_tree_dir_item_html(self, tabname, dir_path, content=None):
+        """The host's tree entry of a subfolder, which shows its name and path as they are: given escaped."""
+        return super().create_tree_dir_item_html(tabname, html.escape(str(dir_path)), content)
 
     def list_items(self):
         library = folder.library()

@@ -78,9 +78,13 @@ def request_values(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def free_device() -> int:
-    """Take the host's models off the device for the run; returns how many were moved (the host loads them back
-    when it next needs them)."""
+def free_device() -> tuple[int, Any]:
+    """Take the host's models off the device for the run.
+
+    Returns:
+        How many were moved, and what to call after the run: nothing in the Forge family (it loads them back when
+        it next needs them), the model back to the device in AUTOMATIC1111.
+    """
     for module in ("backend.memory_management", "ldm_patched.modules.model_management"):
         try:
             management = __import__(module, fromlist=["unload_all_models"])
@@ -89,8 +93,14 @@ def free_device() -> int:
         count = len(getattr(management, "current_loaded_models", []))
         management.unload_all_models()
         getattr(management, "soft_empty_cache", lambda *a, **k: None)()
-        return count
-    return 0
+        return count, lambda: None
+    from modules import sd_models, shared
+
+    model = shared.sd_model
+    if model is None:
+        return 0, lambda: None
+    sd_models.send_model_to_cpu(model)
+    return 1, lambda: sd_models.send_model_to_device(model)
 
 
 def loaded_checkpoint() -> Path:
@@ -114,10 +124,14 @@ def run(values: dict[str, Any]) -> tuple[str, Any, list[Path]]:
 
     values = request_values(values)
     checkpoint = loaded_checkpoint()
-    moved = free_device()
+    moved, bring_back = free_device()
     log.warning("hypernetworks: training %s on %s in its own process; %d model(s) left the device for it",
                 values["hypernetwork_name"], checkpoint.name, moved)
-    process = TrainingProcess(values, checkpoint, folder.library().root, training_roots()).start()
+    try:
+        process = TrainingProcess(values, checkpoint, folder.library().root, training_roots()).start()
+    except BaseException:
+        bring_back()
+        raise
     state = shared.state
     state.job = "train hypernetwork"
     state.job_count, state.job_no = 1, 0
@@ -146,6 +160,7 @@ def run(values: dict[str, Any]) -> tuple[str, Any, list[Path]]:
         raise
     finally:
         folder.library().refresh()  # the file it wrote is in the cards at once
+        bring_back()
     return info, result, [path for _, path in process.monitor.previews()]
 
 
@@ -373,4 +388,7 @@ def ui_tabs():
         _click(train, call_queue.wrap_gradio_gpu_call(do_train, extra_outputs=[gr.update(), gr.update()]),
                train_inputs, [output, gallery, outcome], js="sdHypernetworksStartTraining")
         _click(interrupt, lambda: shared.state.interrupt(), [], [])
-    return [(tab, "Train", "hypernetworks_train")]
+    from ..detect import A1111, running_host
+
+    # AUTOMATIC1111 keeps its own Train tab (embeddings and its hypernetwork training): ours sits beside it.
+    return [(tab, "Train hypernetwork" if running_host() == A1111 else "Train", "hypernetworks_train")]
