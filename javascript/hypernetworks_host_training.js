@@ -3,7 +3,7 @@
 // removed it with textual-inversion training, so the extension brings its own, on the host's requestProgress.
 //
 // The run's text (a summary line and the loss plot, as HTML) goes into #hn_train_progress; the host's bar over
-// #ti_output shows the percentage and ETA; previews arrive in #ti_gallery. Idle in the standalone page.
+// #hn_train_output shows the percentage and ETA; previews arrive in #hn_train_gallery. Idle in the standalone page.
 function sdHypernetworksStartTraining() {
     "use strict";
     var args = Array.from(arguments);
@@ -16,7 +16,7 @@ function sdHypernetworksStartTraining() {
         error.innerHTML = "";
     }
     var id = typeof randomId === "function" ? randomId() : "task(" + Math.random().toString(36).slice(2) + ")";
-    requestProgress(id, app.getElementById("ti_output"), app.getElementById("ti_gallery"), function() {}, function(progress) {
+    requestProgress(id, app.getElementById("hn_train_output"), app.getElementById("hn_train_gallery"), function() {}, function(progress) {
         var shown = app.getElementById("hn_train_progress");
         if (shown && typeof progress.textinfo === "string") {
             shown.innerHTML = progress.textinfo;

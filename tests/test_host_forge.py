@@ -472,13 +472,13 @@ def test_the_train_tab_creates_trains_with_progress_and_previews(server):
         assert (server.hypernetwork_dir / "from_tab.safetensors").is_file()
 
         page.locator("#hn_train_tabs button", has_text="Train").first.click()
-        assert page.locator("#train_hypernetwork input").input_value() == "from_tab"  # Create chose it
-        _fill(page, "#train_dataset_directory textarea", server.dataset)
-        _fill(page, "#train_training_width input[type=number]", 64)
-        _fill(page, "#train_training_height input[type=number]", 64)
-        _fill(page, "#train_steps input[type=number]", 4)
-        _fill(page, "#train_create_image_every input[type=number]", 2)
-        page.locator("#train_train_hypernetwork").click()
+        assert page.locator("#hn_train_network input").input_value() == "from_tab"  # Create chose it
+        _fill(page, "#hn_train_dataset_directory textarea", server.dataset)
+        _fill(page, "#hn_train_training_width input[type=number]", 64)
+        _fill(page, "#hn_train_training_height input[type=number]", 64)
+        _fill(page, "#hn_train_steps input[type=number]", 4)
+        _fill(page, "#hn_train_create_image_every input[type=number]", 2)
+        page.locator("#hn_train_button").click()
         # While it runs: the host's bar with an ETA (and no raw markup), our line and loss plot.
         page.wait_for_function("() => /ETA/.test(document.querySelector('.progressDiv')?.textContent || '')",
                                timeout=300_000)
@@ -487,11 +487,11 @@ def test_the_train_tab_creates_trains_with_progress_and_previews(server):
                                timeout=300_000)
         assert "step" in page.locator("#hn_train_progress .hn-train-progress").inner_text().lower()
         # The run's own answer (the host's "processing" overlay is text in the same box meanwhile).
-        page.wait_for_function("() => document.querySelector('#ti_outcome p') !== null", timeout=600_000)
-        outcome = page.locator("#ti_outcome").first.inner_text()  # Gradio 3 gives the id to two elements
+        page.wait_for_function("() => document.querySelector('#hn_train_outcome p') !== null", timeout=600_000)
+        outcome = page.locator("#hn_train_outcome").first.inner_text()  # Gradio 3 gives the id to two elements
         screenshot(page, f"{server.host.name}-train-tab")
         assert "error" not in outcome.lower(), outcome
-        assert page.locator("#ti_gallery img").count() >= 1  # the preview made at step 2
+        assert page.locator("#hn_train_gallery img").count() >= 1  # the preview made at step 2
     assert file_step(server.hypernetwork_dir / "from_tab.safetensors") == 4
     assert "from_tab" in {item["name"] for item in server.api("GET", "hypernetworks")}
     assert txt2img(server, "a cat <hypernet:from_tab:1>")[0] != txt2img(server, "a cat")[0]
@@ -544,6 +544,8 @@ def test_a_folder_of_hostile_and_huge_files(host, tmp_path):
         handle.write(b"PK\x03\x04")
         handle.truncate(5 << 30)
     make_hypernetwork("works", SD1_WIDTHS, seed=5, layer_structure=[1, 1]).save(folder / "works.safetensors")
+    script_name = "x');alert('xss"  # inside a button's onclick string, this name would close it and run code
+    (folder / f"{script_name}.pt").write_bytes((folder / "good.pt").read_bytes())
     with HostServer(tmp_path / host.name, folder, host=host) as server:
         listed = {item["name"]: item for item in server.api("GET", "hypernetworks")}
         for item in hostiles:
@@ -575,6 +577,12 @@ def test_a_folder_of_hostile_and_huge_files(host, tmp_path):
             for name in ("huge", "zip-bomb", "legacy-huge-storage", "reduce-os-system"):
                 card = page.locator(f'#txt2img_hypernetworks_cards_html .card[data-name="{name}"] .description')
                 assert "cannot be used" in card.inner_text(), name
+            scripted = page.locator("#txt2img_hypernetworks_cards_html .card").filter(has_text="alert('xss")
+            for button in (".metadata-button", ".copy-path-button", ".edit-button"):
+                if scripted.locator(button).count():
+                    scripted.locator(button).first.click(force=True)
+                    page.wait_for_timeout(300)
+                    page.keyboard.press("Escape")
             page.wait_for_timeout(1000)
             assert page.locator('#txt2img_hypernetworks_cards_html img[src="x"]').count() == 0 and not dialogs
         assert "Traceback" not in server.log(), server.log()[-3000:]

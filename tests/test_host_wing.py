@@ -203,3 +203,24 @@ def test_a_fold_made_while_the_last_generations_fold_is_loaded_wraps_the_hosts_o
         with later.patched():
             folded = _run(unet)
     assert (folded - reference).abs().max() <= 1e-5 * reference.abs().max()
+
+
+def test_automatic1111_entries_compute_the_modules_with_the_bound_multiplier():
+    """An entry of AUTOMATIC1111's ``shared.loaded_hypernetworks`` (extension/hosts/a1111_attention.py): its
+    ``layers[width]`` are callables ``x -> x + mlp(x) * m`` (K, V), modules AUTOMATIC1111 can assign to a layer
+    where a module of that name is registered; zero multipliers leave no entry."""
+    from extension.hosts.a1111_attention import loaded_entries
+
+    first = make_hypernetwork("a", [8, 16], seed=0, layer_structure=[1, 2, 1])
+    second = make_hypernetwork("b", [8], seed=1, layer_structure=[1, 1])
+    entries = loaded_entries([(first, 0.5), (second, 0.0), (second, -1.0)])
+    assert [(e.name, e.multiplier) for e in entries] == [("a", 0.5), ("b", -1.0)]
+    x = torch.randn(2, 3, 8)
+    for which in (0, 1):
+        assert torch.equal(entries[0].layers[8][which](x), first.layers[8][which](x, 0.5))
+        assert torch.equal(entries[1].layers[8][which](x), second.layers[8][which](x, -1.0))
+    assert set(entries[0].layers) == {8, 16} and set(entries[1].layers) == {8}
+    attention = torch.nn.Module()
+    attention.hyper_k = torch.nn.Linear(2, 2)  # what AUTOMATIC1111's own training leaves on a layer
+    attention.hyper_k = entries[0].layers[8][0]
+    assert list(entries[0].layers[8][0].parameters()) == []

@@ -23,13 +23,18 @@ from ..hypernetwork import Hypernetwork
 from .unet_patch import HypernetworkAttentionPatch
 
 
-class BoundModule:
-    """One network's K or V module at one width, with its multiplier: ``x -> x + mlp(x) * multiplier``."""
+class BoundModule(torch.nn.Module):
+    """One network's K or V module at one width, with its multiplier: ``x -> x + mlp(x) * multiplier``.
+
+    A module (with no parameters of its own) because AUTOMATIC1111 assigns it to every attention layer it runs
+    through (``layer.hyper_k = ...``), where a module may already be registered under that name."""
 
     def __init__(self, placement: HypernetworkAttentionPatch, index: int, width: int, which: int):
-        self.placement, self.index, self.width, self.which = placement, index, width, which
+        super().__init__()
+        object.__setattr__(self, "placement", placement)  # not a child: its networks are the library's
+        self.index, self.width, self.which = index, width, which
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         network, multiplier = self.placement.active_for(x).networks[self.index]
         return network.layers[self.width][self.which](x, multiplier)
 

@@ -14,7 +14,9 @@ computes ``F.linear(x, W', b')``. ``W'`` is made at the first call from the weig
 LoRA merge), kept while they stay the same, and never written to the model.
 
 A layer whose weights the host casts per call (low-VRAM swapping, fp8 or quantized storage: weight and input differ
-in device or dtype) runs the chain before the host's own forward instead, which is exact. Networks with any
+in device or dtype, or the host's per-call flags are set on it, online LoRA included) runs the chain before the
+host's own forward instead, which is exact. The host sets such flags on the copy it sees; they are honoured there
+and written through to its own layer. Networks with any
 non-affine module, or a patcher that lacks object patches, keep the attention patch.
 """
 from __future__ import annotations
@@ -36,36 +38,73 @@ def all_affine(networks: Sequence[tuple[Hypernetwork, float]]) -> bool:
     return bool(networks) and all(network.config.is_affine for network, _ in networks)
 
 
+# Per-call behaviours a host sets on a layer: its weights cast (and moved) at every call, fp8 scaling, LoRA applied
+# at call time. Such a layer runs the chain before the host's own forward, which honours them, instead of folding.
+HOST_CALL_TIME_FLAGS = ("parameters_manual_cast", "ldm_patched_cast_weights", "forge_online_loras", "scale_weight")
+
+
 def _plain_weight(layer, x: torch.Tensor) -> bool:
     weight = getattr(layer, "weight", None)
     if not isinstance(weight, torch.Tensor) or type(weight) not in (torch.Tensor, torch.nn.Parameter):
         return False  # a host's quantized or wrapped tensor type
-    if getattr(layer, "parameters_manual_cast", False):
-        return False  # the host casts (and may move) the weights at every call
+    if any(getattr(layer, flag, None) for flag in HOST_CALL_TIME_FLAGS):
+        return False
     bias = getattr(layer, "bias", None)
     return weight.device == x.device and weight.dtype == x.dtype and (bias is None or bias.dtype == x.dtype)
 
 
+class _HostForward:
+    """What :meth:`FoldedProjections.project` plans against for one folded layer: its weights (the host's,
+    shared), and the host's own forward on it for the modes that do not fold."""
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def __getattr__(self, name):
+        return getattr(self.layer, name)
+
+    def __call__(self, x):
+        return self.layer.host_forward(x)
+
+
 class FoldedProjection:
     """Mixed into a copy of a host's linear layer (:func:`folded_projection`): its forward is
-    ``original(chain(x))``, computed by the folded weights where the host's weights allow."""
+    ``host_layer(chain(x))``, computed by the folded weights where the host's weights allow.
+
+    The copy is what the host sees while the clone is loaded: flags it sets on it (per-call casting, online LoRA)
+    are honoured here and written through to the host's own layer, which is put back afterwards.
+    """
 
     hn_original: torch.nn.Module
     hn_placement: HypernetworkAttentionPatch
     hn_which: int
+    hn_host: _HostForward
+
+    def host_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)  # the host's class, on this copy (its flags, its shared weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        placement, which, original = self.hn_placement, self.hn_which, self.hn_original
+        placement, which = self.hn_placement, self.hn_which
         if not placement.touches(x.shape[-1]):
-            return original.forward(x)
+            return self.host_forward(x)
         active = placement.active_for(x)
-        if _plain_weight(original, x) and active.folds.usable():
-            return active.folds.project(original, x, which)
+        if _plain_weight(self, x) and active.folds.usable():
+            return active.folds.project(self.hn_host, x, which)
         for network, multiplier in active.networks:  # the exact chain, then the host's own forward
             pair = network.layers.get(x.shape[-1])
             if pair is not None:
                 x = pair[which](x, multiplier)
-        return original.forward(x)
+        return self.host_forward(x)
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if not name.startswith("hn_"):
+            setattr(self.hn_original, name, value)
+
+    def __delattr__(self, name):
+        super().__delattr__(name)
+        if not name.startswith("hn_") and hasattr(self.hn_original, name):
+            delattr(self.hn_original, name)
 
 
 _classes: dict[type, type] = {}
@@ -81,6 +120,7 @@ def folded_projection(original: torch.nn.Module, placement: HypernetworkAttentio
     layer = copy.copy(original)  # shares _parameters, _buffers and _modules with the original
     for attribute, value in (("hn_original", original), ("hn_placement", placement), ("hn_which", which)):
         object.__setattr__(layer, attribute, value)  # plain attributes: no child module, the state_dict keys stay
+    object.__setattr__(layer, "hn_host", _HostForward(layer))  # one per layer: the fold's plan is kept by identity
     layer.__class__ = folded_class
     return layer
 

@@ -51,9 +51,28 @@ def host_may_read(sidecar: Path, root: Path) -> bool:
         return False
 
 
+# AUTOMATIC1111 1.8 and Forge Classic put the name and path into the card buttons' onclick as JavaScript strings
+# ('{name}'): HTML-escaping does not protect those (the browser decodes &#x27; back to ' before the script runs).
+# The same buttons, with the values read from data attributes instead (as Forge's own templates do).
+SAFE_BUTTONS = {
+    "btn_copy_path_tpl": ("'{filename}'", '<div class="copy-path-button card-button" title="Copy path to clipboard" '
+                          'onclick="extraNetworksCopyCardPath(event, this.dataset.clipboardText)" '
+                          'data-clipboard-text="{filename}"></div>'),
+    "btn_metadata_tpl": ("'{name}'", '<div class="metadata-button card-button" title="Show internal metadata" '
+                         'onclick="extraNetworksRequestMetadata(event, \'{extra_networks_tabname}\', '
+                         'this.dataset.name)" data-name="{name}"></div>'),
+    "btn_edit_item_tpl": ("'{name}'", '<div class="edit-button card-button" title="Edit metadata" '
+                          'onclick="extraNetworksEditUserMetadata(event, \'{tabname}\', '
+                          '\'{extra_networks_tabname}\', this.dataset.name)" data-name="{name}"></div>'),
+}
+
+
 class HypernetworksPage(ui_extra_networks.ExtraNetworksPage):
     def __init__(self):
         super().__init__(TITLE)
+        for attribute, (unsafe, safe) in SAFE_BUTTONS.items():
+            if unsafe in getattr(self, attribute, ""):
+                setattr(self, attribute, safe)
 
     def refresh(self):
         folder.library().refresh()

@@ -15,7 +15,8 @@ import logging
 
 from modules import extra_networks, script_callbacks, ui_extra_networks
 
-from . import routes, settings, training
+from ..detect import A1111, running_host
+from . import a1111_lists, routes, settings, training
 from .network import HypernetworkExtraNetwork
 from .page import TITLE, HypernetworksPage, replace_page
 
@@ -56,6 +57,8 @@ def after_component(component, **kwargs) -> None:
 
 
 def app_started(_demo, app) -> None:
+    ensure_ours()  # with --nowebui no component is built: the check runs here
+    _ours.clear()
     routes.install_routes(app, train_route=training.train_route)
 
 
@@ -65,6 +68,8 @@ CALLBACKS = ((script_callbacks.on_before_ui, before_ui), (script_callbacks.on_ap
 
 
 def register_with_host() -> None:
+    if running_host() == A1111:
+        a1111_lists.install()
     settings.register_settings()
     for add, callback in CALLBACKS:
         script_callbacks.remove_callbacks_for_function(callback)

@@ -38,7 +38,11 @@ def register_settings() -> None:
     if existing is not None and getattr(existing, "section", None):
         section = existing.section  # keep the host's section (and category) for its own option
     shared.options_templates.update(shared.options_section(section, options))
+    # A folder setting, as the host's output folders are: hidden and locked with --hide-ui-dir-config.
     own = {folder.FOLDER_SETTING: shared.OptionInfo(
         "", "Hypernetworks folder (empty: models/hypernetworks; --hypernetwork-dir on the command line wins)",
-        gr.Textbox).needs_reload_ui()}
+        gr.Textbox, getattr(shared, "hide_dirs", None)).needs_reload_ui()}
+    restricted = getattr(shared, "restricted_opts", None)
+    if isinstance(restricted, set):
+        restricted.add(folder.FOLDER_SETTING)
     shared.options_templates.update(shared.options_section(("hypernetworks", "Hypernetworks"), own))

@@ -110,7 +110,7 @@ def loaded_checkpoint() -> Path:
     filename = getattr(info, "filename", None)
     if not filename or not os.path.isfile(filename):
         raise TrainingError("no checkpoint is loaded: load one in the checkpoint list first")
-    return Path(filename)
+    return Path(filename).resolve()  # a linked checkpoint: the training process is given the file's own folder
 
 
 def run(values: dict[str, Any]) -> tuple[str, Any, list[Path]]:
@@ -159,8 +159,10 @@ def run(values: dict[str, Any]) -> tuple[str, Any, list[Path]]:
         process.kill()
         raise
     finally:
-        folder.library().refresh()  # the file it wrote is in the cards at once
-        bring_back()
+        try:
+            bring_back()
+        finally:
+            folder.library().refresh()  # the file it wrote is in the cards at once
     return info, result, [path for _, path in process.monitor.previews()]
 
 
@@ -218,9 +220,16 @@ TXT2IMG_IDS = {"txt2img_prompt": "preview_prompt", "txt2img_neg_prompt": "previe
                "txt2img_width": "preview_width", "txt2img_height": "preview_height"}
 
 
+_host_train_tab: dict[str, bool] = {"seen": False}
+HOST_TRAIN_TAB_ID = "ti_output"  # AUTOMATIC1111's (and reForge's) own Train tab, built before extensions' tabs
+
+
 def remember_component(component, **kwargs) -> None:
-    """``on_after_component``: keep the txt2img components the Train tab reads (built before the tab)."""
+    """``on_after_component``: keep the txt2img components the Train tab reads (built before the tab), and note
+    whether the host has a Train tab of its own."""
     elem_id = kwargs.get("elem_id") or getattr(component, "elem_id", None)
+    if elem_id == HOST_TRAIN_TAB_ID:
+        _host_train_tab["seen"] = True
     if elem_id in TXT2IMG_IDS:
         _txt2img[TXT2IMG_IDS[elem_id]] = component
 
@@ -268,50 +277,50 @@ def ui_tabs():
                         "(<code>docs/training.md</code>).")
                 with gr.Row():
                     network = gr.Dropdown(label="Hypernetwork", choices=folder.library().names(),
-                                          elem_id="train_hypernetwork")
+                                          elem_id="hn_train_network")
                     refresh = gr.Button(value="🔄", elem_id="hn_train_refresh", elem_classes=["tool"])
                 learn_rate = gr.Textbox(label="Hypernetwork Learning rate", value=defaults.learn_rate,
-                                        placeholder="0.00001", elem_id="train_hypernetwork_learn_rate")
+                                        placeholder="0.00001", elem_id="hn_train_hypernetwork_learn_rate")
                 with gr.Row():
                     clip_mode = gr.Dropdown(value="disabled", label="Gradient Clipping", choices=list(CLIP_GRAD_MODES),
-                                            elem_id="train_clip_grad_mode")
+                                            elem_id="hn_train_clip_grad_mode")
                     clip_value = gr.Textbox(value=defaults.clip_grad_value, placeholder="Gradient clip value",
-                                            show_label=False, elem_id="train_clip_grad_value")
+                                            show_label=False, elem_id="hn_train_clip_grad_value")
                 with gr.Row():
                     batch_size = gr.Number(label="Batch size", value=defaults.batch_size, precision=0,
-                                           elem_id="train_batch_size")
+                                           elem_id="hn_train_batch_size")
                     gradient_step = gr.Number(label="Gradient accumulation steps", value=defaults.gradient_step,
-                                              precision=0, elem_id="train_gradient_step")
+                                              precision=0, elem_id="hn_train_gradient_step")
                 data_root = gr.Textbox(label="Dataset directory", placeholder="Path to directory with input images",
-                                       elem_id="train_dataset_directory")
+                                       elem_id="hn_train_dataset_directory")
                 log_directory = gr.Textbox(label="Log directory", placeholder="Path to directory where to write "
-                                           "outputs", value=defaults.log_directory, elem_id="train_log_directory")
+                                           "outputs", value=defaults.log_directory, elem_id="hn_train_log_directory")
                 template = gr.Dropdown(label="Prompt template", value=defaults.template_filename,
-                                       choices=list_templates(), elem_id="train_template_file")
+                                       choices=list_templates(), elem_id="hn_train_template_file")
                 training_width = gr.Slider(minimum=64, maximum=2048, step=8, label="Width", value=512,
-                                           elem_id="train_training_width")
+                                           elem_id="hn_train_training_width")
                 training_height = gr.Slider(minimum=64, maximum=2048, step=8, label="Height", value=512,
-                                            elem_id="train_training_height")
-                varsize = gr.Checkbox(label="Do not resize images", value=False, elem_id="train_varsize")
-                steps = gr.Number(label="Max steps", value=defaults.steps, precision=0, elem_id="train_steps")
+                                            elem_id="hn_train_training_height")
+                varsize = gr.Checkbox(label="Do not resize images", value=False, elem_id="hn_train_varsize")
+                steps = gr.Number(label="Max steps", value=defaults.steps, precision=0, elem_id="hn_train_steps")
                 with gr.Row():
                     image_every = gr.Number(label="Save an image to log directory every N steps, 0 to disable",
                                             value=defaults.create_image_every, precision=0,
-                                            elem_id="train_create_image_every")
+                                            elem_id="hn_train_create_image_every")
                     save_every = gr.Number(label="Save a copy of embedding to log directory every N steps, 0 to "
                                            "disable", value=defaults.save_hypernetwork_every, precision=0,
-                                           elem_id="train_save_embedding_every")
+                                           elem_id="hn_train_save_embedding_every")
                 use_weight = gr.Checkbox(label="Use PNG alpha channel as loss weight", value=False,
-                                         elem_id="use_weight")
+                                         elem_id="hn_train_use_weight")
                 from_txt2img = gr.Checkbox(label="Read parameters (prompt, etc...) from txt2img tab when making "
-                                           "previews", value=False, elem_id="train_preview_from_txt2img")
+                                           "previews", value=False, elem_id="hn_train_preview_from_txt2img")
                 shuffle_tags = gr.Checkbox(label="Shuffle tags by ',' when creating prompts.", value=False,
-                                           elem_id="train_shuffle_tags")
+                                           elem_id="hn_train_shuffle_tags")
                 tag_drop_out = gr.Slider(minimum=0, maximum=1, step=0.1, label="Drop out tags when creating prompts.",
-                                         value=0, elem_id="train_tag_drop_out")
+                                         value=0, elem_id="hn_train_tag_drop_out")
                 flip = gr.Checkbox(label="Random horizontal flip", value=False, elem_id="hn_train_flip")
                 latent = gr.Radio(label="Choose latent sampling method", value="once", choices=list(LATENT_SAMPLING),
-                                  elem_id="train_latent_sampling_method")
+                                  elem_id="hn_train_latent_sampling_method")
                 with gr.Row():
                     optimizer = gr.Dropdown(label="Optimizer", value=defaults.optimizer, choices=optimizer_names(),
                                             elem_id="hn_train_optimizer")
@@ -324,13 +333,13 @@ def ui_tabs():
                                       elem_id="hn_train_snr_gamma")
                 with gr.Row():
                     interrupt = gr.Button(value="Interrupt", elem_id="hn_train_interrupt")
-                    train = gr.Button(value="Train Hypernetwork", variant="primary", elem_id="train_train_hypernetwork")
+                    train = gr.Button(value="Train Hypernetwork", variant="primary", elem_id="hn_train_button")
                 # javascript/hypernetworks_host_training.js starts the host's progress polling over these.
                 gr.HTML(elem_id="hn_train_error")
                 gr.HTML(elem_id="hn_train_progress")
-                output = gr.Text(elem_id="ti_output", value="", show_label=False)
-                gallery = gr.Gallery(label="Output", show_label=False, elem_id="ti_gallery", columns=4)
-                outcome = gr.HTML(elem_id="ti_outcome")
+                output = gr.Text(elem_id="hn_train_output", value="", show_label=False)
+                gallery = gr.Gallery(label="Output", show_label=False, elem_id="hn_train_gallery", columns=4)
+                outcome = gr.HTML(elem_id="hn_train_outcome")
                 dummy = gr.Textbox(visible=False)  # the task id from the progress script (a Label takes no str)
 
         def do_create(name, sizes, structure, activation, weight_init, layer_norm, use_dropout, dropout,
@@ -388,7 +397,5 @@ def ui_tabs():
         _click(train, call_queue.wrap_gradio_gpu_call(do_train, extra_outputs=[gr.update(), gr.update()]),
                train_inputs, [output, gallery, outcome], js="sdHypernetworksStartTraining")
         _click(interrupt, lambda: shared.state.interrupt(), [], [])
-    from ..detect import A1111, running_host
-
-    # AUTOMATIC1111 keeps its own Train tab (embeddings and its hypernetwork training): ours sits beside it.
-    return [(tab, "Train hypernetwork" if running_host() == A1111 else "Train", "hypernetworks_train")]
+    # AUTOMATIC1111 and reForge keep their own Train tab (embeddings, their hypernetwork training): ours sits beside.
+    return [(tab, "Train hypernetwork" if _host_train_tab["seen"] else "Train", "hypernetworks_train")]
