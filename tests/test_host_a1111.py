@@ -13,17 +13,7 @@ from __future__ import annotations
 import pytest
 
 from tests.hosts.host_env import A1111
-from tests.test_host_forge import (  # noqa: F401  (fixtures and the checks that apply here)
-    bare_images, digest, hypernetwork_dir, other_extensions, server,
-    test_a_folder_of_hostile_and_huge_files, test_a_tag_changes_the_image_and_the_infotext_names_the_network,
-    test_add_hypernetwork_to_prompt_setting, test_an_infotext_pasted_back_gives_the_same_image,
-    test_create_writes_a_file_that_lists_and_loads, test_img2img_and_hires_fix_apply_the_network,
-    test_interrupt_stops_training_with_a_save, test_problems_are_reported_and_the_image_is_still_made,
-    test_refresh_sees_a_new_file, test_several_tags_stack_in_prompt_order,
-    test_the_hosts_page_cards_click_generate_and_reload_ui, test_the_listing_has_every_file_and_each_error,
-    test_the_paste_button_reads_an_infotext_back_into_the_page, test_the_routes_need_the_hosts_api_auth,
-    test_the_train_tab_creates_trains_with_progress_and_previews, test_train_through_the_api_on_the_loaded_checkpoint,
-    test_without_a_tag_the_images_are_the_hosts_own, txt2img)
+from tests.test_host_forge import *  # noqa: F401,F403  (its __all__: the fixtures and every check that applies)
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,22 @@ BASE = {"negative_prompt": "", "steps": 3, "width": 64, "height": 64, "seed": 7,
         "cfg_scale": 7}
 A1111_FIXTURES = Path(__file__).parent / "fixtures" / "a1111"
 
+# What the other hosts' modules import and run on their host (``from tests.test_host_forge import *``): the
+# fixtures and helpers, and every check that is not about Forge's own backend.
+__all__ = [
+    "bare_images", "digest", "hypernetwork_dir", "other_extensions", "server", "txt2img",
+    "test_a_folder_of_hostile_and_huge_files", "test_a_tag_changes_the_image_and_the_infotext_names_the_network",
+    "test_add_hypernetwork_to_prompt_setting", "test_an_infotext_pasted_back_gives_the_same_image",
+    "test_create_writes_a_file_that_lists_and_loads", "test_img2img_and_hires_fix_apply_the_network",
+    "test_interrupt_stops_training_with_a_save", "test_problems_are_reported_and_the_image_is_still_made",
+    "test_refresh_sees_a_new_file", "test_several_tags_stack_in_prompt_order",
+    "test_the_hosts_page_cards_click_generate_and_reload_ui", "test_the_listing_has_every_file_and_each_error",
+    "test_the_paste_button_reads_an_infotext_back_into_the_page", "test_the_routes_need_the_hosts_api_auth",
+    "test_the_train_tab_creates_trains_with_progress_and_previews",
+    "test_train_through_the_api_on_the_loaded_checkpoint", "test_without_a_tag_the_images_are_the_hosts_own",
+    "unet_equality",
+]
+
 
 def require(host):
     try:
@@ -100,6 +116,18 @@ def server(host, tmp_path_factory, hypernetwork_dir, bare_images, other_extensio
                     extra_args=("--api-auth", ":".join(AUTH), "--train-data-dir", str(workdir / "data"))) as server:
         server.dataset = workdir / "data" / "pictures"
         yield server
+
+
+def open_page(browser, server, on_dialog=None):
+    """The host's page at the tests' window size, loaded up to its txt2img prompt box (returned)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(120_000)
+    if on_dialog is not None:
+        page.on("dialog", on_dialog)
+    page.goto(server.url)
+    prompt = page.locator("#txt2img_prompt textarea")
+    prompt.wait_for()
+    return page, prompt
 
 
 def train_tab_buttons(page, host):
@@ -258,25 +286,32 @@ def test_img2img_and_hires_fix_apply_the_network(server):
 
 
 # -- numbers ------------------------------------------------------------------------------------------------------
-def test_forges_unet_with_the_patch_equals_automatic1111s_way(server, tmp_path):
-    """Same latent, sigma and conditioning: Forge's UNet module with our patches against the same module with
-    AUTOMATIC1111's pre-hooks on to_k/to_v, on SD 1.5 and SD 2.1 at real shapes and an SDXL-shaped UNet. Bound:
-    1e-6 of the output's largest magnitude (fp32; the two compute the same operations). Affine networks folded into
-    the projections: 1e-5 (the fold reassociates fp32 sums, as in the standalone mode), and every module is the
-    model's own again after."""
+def unet_equality(server, tmp_path, script: str, *args: str) -> dict:
+    """Run ``tests/hosts/SCRIPT`` with the host's Python in its tree and check each family's numbers
+    (``tests/hosts/unet_measure.py``): the patch within 1e-6 of the output's largest magnitude, the fold within
+    1e-5, both acting, every module the model's own after. Returns the results by family."""
     out = tmp_path / "equality.json"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    subprocess.run([str(server.python), str(Path(__file__).parent / "hosts" / "forge_unet_equality.py"), str(out)],
+    subprocess.run([str(server.python), str(Path(__file__).parent / "hosts" / script), str(out), *args],
                    cwd=server.tree, env={**env, "HF_HUB_OFFLINE": "1", "TORCH_THREADS": "1"}, check=True,
                    capture_output=True, timeout=1200)
     results = json.loads(out.read_text())
-    assert set(results) == {"sd1", "sd2", "sdxl"}
     for family, result in results.items():
         assert result["max_abs_effect"] > 1e-3 * result["max_abs_reference"], (family, result)  # it acts
         assert result["max_abs_diff"] <= 1e-6 * result["max_abs_reference"], (family, result)
         assert result["folded_layers"] > 0 and result["restored"], (family, result)
         assert result["folded_max_abs_effect"] > 1e-3 * result["folded_max_abs_reference"], (family, result)
         assert result["folded_max_abs_diff"] <= 1e-5 * result["folded_max_abs_reference"], (family, result)
+    return results
+
+
+def test_forges_unet_with_the_patch_equals_automatic1111s_way(server, tmp_path):
+    """Same latent, sigma and conditioning: Forge's UNet module with our patches against the same module with
+    AUTOMATIC1111's pre-hooks on to_k/to_v, on SD 1.5 and SD 2.1 at real shapes and an SDXL-shaped UNet. Bound:
+    1e-6 of the output's largest magnitude (fp32; the two compute the same operations). Affine networks folded into
+    the projections: 1e-5 (the fold reassociates fp32 sums, as in the standalone mode), and every module is the
+    model's own again after."""
+    assert set(unet_equality(server, tmp_path, "forge_unet_equality.py")) == {"sd1", "sd2", "sdxl"}
 
 
 def test_the_patch_stays_off_the_shared_unet_and_is_shared_by_clones():
@@ -389,11 +424,7 @@ def test_the_hosts_page_cards_click_generate_and_reload_ui(server):
 
     txt2img(server, "a cat")  # Forge loads its model on first use: then the cards know its widths
     with chromium_browser() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(120_000)
-        page.goto(server.url)
-        prompt = page.locator("#txt2img_prompt textarea")
-        prompt.wait_for()
+        page, prompt = open_page(browser, server)
 
         def open_cards():
             page.locator("#txt2img_extra_tabs button", has_text="Hypernetworks").first.click()
@@ -460,10 +491,7 @@ def test_the_train_tab_creates_trains_with_progress_and_previews(server):
 
     txt2img(server, "a cat")  # the model is loaded: the Create tab's modules are its widths
     with chromium_browser() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(120_000)
-        page.goto(server.url)
-        page.locator("#txt2img_prompt textarea").wait_for()
+        page, _ = open_page(browser, server)
         train_tab_buttons(page, server.host).first.click()
         _fill(page, "#hn_create_name textarea", "from_tab")
         _fill(page, "#hn_create_layer_structure textarea", "1, 1")
@@ -505,11 +533,7 @@ def test_the_paste_button_reads_an_infotext_back_into_the_page(server):
     answer = server.api("POST", "txt2img", {**BASE, "prompt": "a cat <hypernet:style_relu:0.8>", "seed": 21})
     infotext = json.loads(answer["info"])["infotexts"][0]
     with chromium_browser() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(120_000)
-        page.goto(server.url)
-        prompt = page.locator("#txt2img_prompt textarea")
-        prompt.wait_for()
+        page, prompt = open_page(browser, server)
         prompt.fill(infotext)
         page.locator("#paste").first.click()  # the txt2img one (img2img's button has the same id)
         page.wait_for_function("() => document.querySelector('#txt2img_prompt textarea').value === "
@@ -564,12 +588,9 @@ def test_a_folder_of_hostile_and_huge_files(host, tmp_path):
         for refused in ("huge", "zip-bomb", "pickle-bomb"):
             assert txt2img(server, f"a cat <hypernet:{refused}:1>")[0] == untouched  # reported, image still made
         with chromium_browser() as browser:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(120_000)
             dialogs = []  # a file named "<img src=x onerror=alert(1)>" must not run script in the page
-            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-            page.goto(server.url)
-            page.locator("#txt2img_prompt textarea").wait_for()
+            page, _ = open_page(browser, server,
+                                on_dialog=lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
             page.locator("#txt2img_extra_tabs button", has_text="Hypernetworks").first.click()
             cards = page.locator("#txt2img_hypernetworks_cards_html .card")
             page.locator('#txt2img_hypernetworks_cards_html .card[data-name="works"]').wait_for()

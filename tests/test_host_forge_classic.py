@@ -12,25 +12,13 @@ fail.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.hosts.host_env import FORGE_CLASSIC
 from tests.hosts.host_server import checkpoint
-from tests.test_host_forge import (  # noqa: F401  (fixtures and the checks that apply here)
-    bare_images, hypernetwork_dir, server,
-    test_a_folder_of_hostile_and_huge_files, test_a_tag_changes_the_image_and_the_infotext_names_the_network,
-    test_add_hypernetwork_to_prompt_setting, test_an_infotext_pasted_back_gives_the_same_image,
-    test_create_writes_a_file_that_lists_and_loads, test_img2img_and_hires_fix_apply_the_network,
-    test_interrupt_stops_training_with_a_save, test_problems_are_reported_and_the_image_is_still_made,
-    test_refresh_sees_a_new_file, test_several_tags_stack_in_prompt_order,
-    test_the_hosts_page_cards_click_generate_and_reload_ui, test_the_listing_has_every_file_and_each_error,
-    test_the_paste_button_reads_an_infotext_back_into_the_page, test_the_routes_need_the_hosts_api_auth,
-    test_the_train_tab_creates_trains_with_progress_and_previews, test_train_through_the_api_on_the_loaded_checkpoint,
-    test_without_a_tag_the_images_are_the_hosts_own, txt2img)
+from tests.test_host_forge import *  # noqa: F401,F403  (its __all__: the fixtures and every check that applies)
 
 
 @pytest.fixture(scope="module")
@@ -63,20 +51,7 @@ def test_classics_unet_with_the_patch_equals_automatic1111s_way(server, tmp_path
     """Same latent, sigma and conditioning: Classic's UNet module (``ldm_patched``) with our patches against the same
     module with AUTOMATIC1111's pre-hooks on to_k/to_v, on SD 1.5 at real shapes. Bounds as for Forge: 1e-6 of the
     output's largest magnitude for the patch, 1e-5 for affine networks folded into the projections."""
-    out = tmp_path / "equality.json"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    subprocess.run([str(server.python), str(Path(__file__).parent / "hosts" / "classic_unet_equality.py"), str(out),
-                    str(checkpoint())],
-                   cwd=server.tree, env={**env, "HF_HUB_OFFLINE": "1", "TORCH_THREADS": "1"}, check=True,
-                   capture_output=True, timeout=1200)
-    results = json.loads(out.read_text())
-    assert set(results) == {"sd1"}
-    for family, result in results.items():
-        assert result["max_abs_effect"] > 1e-3 * result["max_abs_reference"], (family, result)  # it acts
-        assert result["max_abs_diff"] <= 1e-6 * result["max_abs_reference"], (family, result)
-        assert result["folded_layers"] > 0 and result["restored"], (family, result)
-        assert result["folded_max_abs_effect"] > 1e-3 * result["folded_max_abs_reference"], (family, result)
-        assert result["folded_max_abs_diff"] <= 1e-5 * result["folded_max_abs_reference"], (family, result)
+    assert set(unet_equality(server, tmp_path, "classic_unet_equality.py", str(checkpoint()))) == {"sd1"}
 
 
 def test_the_folder_flag_and_setting_are_the_extensions_own(server):
