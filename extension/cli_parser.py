@@ -42,6 +42,12 @@ def server_parser() -> argparse.ArgumentParser:
     parser.add_argument("--listen", action="store_true",
                         help="serve on 0.0.0.0 instead of 127.0.0.1 (a warning is printed without --gradio-auth, "
                              "and with the API without --api-auth)")
+    parser.add_argument("--server-name", default=None, metavar="NAME",
+                        help="the address (or host name) to serve on, and a host name the server answers to "
+                             "(default 127.0.0.1; 0.0.0.0 with --listen)")
+    parser.add_argument("--allowed-hosts", default=None, metavar="NAMES",
+                        help="host names the server answers to besides localhost, IP addresses and --server-name "
+                             "(comma-separated; '*' for any): other Host headers get a 403, against DNS rebinding")
     parser.add_argument("--hypernetwork-dir", type=Path, default=paths.HYPERNETWORK_DIR,
                         help="folder of hypernetwork files (default models/hypernetworks)")
     parser.add_argument("--ckpt-dir", type=Path, default=paths.CKPT_DIR,

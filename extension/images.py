@@ -52,6 +52,42 @@ def png_info(infotext: str | None):
     return info
 
 
+# What AUTOMATIC1111's read_info_from_image leaves out of the "items" it reports: format details, not text.
+IGNORED_INFO_KEYS = frozenset({"jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi", "exif", "loop",
+                               "background", "timestamp", "duration", "progressive", "progression", "icc_profile",
+                               "chromaticity", "photoshop"})
+EXIF_IFD, USER_COMMENT = 0x8769, 0x9286
+
+
+def read_infotext(image) -> tuple[str | None, dict]:
+    """AUTOMATIC1111's ``read_info_from_image``: ``(infotext or None, the image's other text fields)``.
+
+    The infotext is a PNG's ``parameters`` chunk, a JPEG/WebP's EXIF UserComment, or a GIF's comment. Values of
+    the other fields that are not text (bytes, tuples) are given as text, so the answer is JSON.
+    """
+    items = dict(image.info or {})
+    geninfo = items.pop("parameters", None)
+    if geninfo is None and "exif" in items:
+        comment = image.getexif().get_ifd(EXIF_IFD).get(USER_COMMENT)
+        if isinstance(comment, bytes):  # an 8-byte character-code prefix, then the text
+            code, body = comment[:8], comment[8:]
+            geninfo = body.decode("utf-16-be" if code.startswith(b"UNICODE") else "utf-8", errors="ignore")
+        elif isinstance(comment, str):
+            geninfo = comment
+    elif geninfo is None and isinstance(items.get("comment"), bytes):
+        geninfo = items["comment"].decode("utf-8", errors="ignore")
+    for key in IGNORED_INFO_KEYS:
+        items.pop(key, None)
+    safe = {}
+    for key, value in items.items():
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", errors="replace")
+        elif not isinstance(value, (str, int, float, bool)) and value is not None:
+            value = str(value)
+        safe[str(key)] = value
+    return (geninfo.strip("\x00") if isinstance(geninfo, str) else geninfo), safe
+
+
 def save_png(image, directory, suffix: str, infotext: str | None = None) -> Path:
     """Save ``image`` as ``directory/NNNNN-<suffix>.png`` (the next free number), with ``infotext``.
 

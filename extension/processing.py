@@ -147,12 +147,14 @@ def resolve_seed(seed: int) -> int:
     return int(seed) if int(seed) >= 0 else random.SystemRandom().randrange(MAX_SEED)
 
 
-def pipeline_view(pipe, scheduler):
+def pipeline_view(pipe, scheduler, cls=None):
     """A new pipeline object sharing ``pipe``'s modules, with its own scheduler and per-call state.
 
-    A diffusers pipeline keeps per-call state on itself, so concurrent calls need one view each.
+    A diffusers pipeline keeps per-call state on itself, so concurrent calls need one view each. ``cls``
+    makes another pipeline class on the same modules (img2img's); by default ``pipe``'s own.
     """
-    params = inspect.signature(type(pipe).__init__).parameters
+    cls = cls or type(pipe)
+    params = inspect.signature(cls.__init__).parameters
     kwargs = {name: module for name, module in pipe.components.items() if name in params}
     kwargs["scheduler"] = scheduler
     for name in params:
@@ -162,7 +164,7 @@ def pipeline_view(pipe, scheduler):
         kwargs["requires_safety_checker"] = getattr(pipe, "safety_checker", None) is not None
     if "add_watermarker" in params:
         kwargs["add_watermarker"] = getattr(pipe, "watermark", None) is not None
-    view = type(pipe)(**kwargs)
+    view = cls(**kwargs)
     view.set_progress_bar_config(disable=True)
     return view
 
@@ -210,8 +212,8 @@ def resolve_hypernetworks(prompt: str, model, library) -> tuple[str, list[Resolv
     return cleaned, resolved, messages
 
 
-def output_directory(outdir: Path, when: datetime.date | None = None) -> Path:
-    return Path(outdir) / OUTPUT_SUBDIR / (when or datetime.date.today()).isoformat()
+def output_directory(outdir: Path, when: datetime.date | None = None, subdir: str = OUTPUT_SUBDIR) -> Path:
+    return Path(outdir) / subdir / (when or datetime.date.today()).isoformat()
 
 
 def loop_tensor_names(pipe) -> list[str]:
@@ -237,6 +239,40 @@ def loop_conditioning(pipe, conditioning: Conditioning, batch_size: int, current
     return tensors
 
 
+class Txt2ImgMode:
+    """What a generation does where txt2img and img2img differ; :func:`sample` does the rest.
+
+    txt2img starts every image from pure noise over the whole schedule; :class:`extension.img2img.Img2ImgMode`
+    starts from an encoded picture part-way down it, blends a mask between steps and pastes the original back.
+    """
+
+    subdir = OUTPUT_SUBDIR
+
+    def steps_run(self, request) -> int:
+        """Sampling steps actually run (img2img runs fewer)."""
+        return request.steps
+
+    def extra_params(self) -> dict:
+        """Infotext fields of this kind of generation (A1111's ``extra_generation_params``)."""
+        return {}
+
+    def pipeline(self, pipe, scheduler):
+        return pipeline_view(pipe, scheduler)
+
+    def batch_kwargs(self, view, request, batch_index: int, seeds: list[int]) -> dict:
+        """The pipeline call's image arguments for one batch (each image's noise from its seed)."""
+        latents, generators = initial_noise(view, seeds, request.width, request.height)
+        return dict(width=request.width, height=request.height, generator=generators,
+                    latents=latents.to(device=view.unet.device, dtype=view.unet.dtype))
+
+    def after_step(self, view, step: int, callback_kwargs: dict, last: bool) -> None:
+        """Called after every sampling step; ``last`` when no step follows (the end, or a stop)."""
+
+    def finish(self, images: list, batch_index: int) -> list:
+        """The batch's decoded images as the user gets them."""
+        return images
+
+
 def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = None,
             progress: ProgressCallback | None = None, job=None) -> Txt2ImgResult:
     """Generate images for ``request`` with ``model`` (a :class:`~extension.checkpoints.manager.LoadedModel`).
@@ -260,6 +296,12 @@ def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = No
         A :class:`Txt2ImgResult`; problems with tags and files are in its ``messages``.
     """
     request, messages = validate(request)
+    return sample(request, Txt2ImgMode(), model, library, messages, outdir=outdir, progress=progress, job=job)
+
+
+def sample(request: Txt2ImgRequest, mode: Txt2ImgMode, model, library, messages: list[str], *,
+           outdir: Path | None = None, progress: ProgressCallback | None = None, job=None) -> Txt2ImgResult:
+    """The generation of a validated ``request`` (see :func:`txt2img`), what differs done by ``mode``."""
     choice = resolve_sampler(request.sampler_name, request.scheduler)
     messages.extend(choice.messages)
     request = dataclasses.replace(request, seed=resolve_seed(request.seed), sampler_name=choice.sampler.name,
@@ -273,21 +315,24 @@ def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = No
     messages.extend(network_messages)
     if any(re.search(r"\bAND\b", prompt) for prompt in (text, request.negative_prompt)):
         messages.append("AND (composable prompts) is not supported: the prompt is encoded as one text.")
-    evaluations = choice.sampler.total_steps(request.steps)  # UNet evaluations per batch
+    # prompt editing counts over the whole schedule (A1111: img2img too); the UNet runs for the steps run
+    evaluations = choice.sampler.total_steps(request.steps)
+    evaluations_run = choice.sampler.total_steps(mode.steps_run(request))
     # one object serves every batch: the UNet calls it will see weigh the one-off cost of folding
     active = ActiveHypernetworks(for_model([(entry.network, entry.multiplier) for entry in resolved], pipe),
-                                 expected_calls=evaluations * request.n_iter)
+                                 expected_calls=evaluations_run * request.n_iter)
     conditioning = ScheduledConditioning(pipe, text, request.negative_prompt, evaluations,
                                          clip_skip=request.clip_skip, architecture=architecture,
                                          pad_cond_uncond=bool(request.pad_cond_uncond))
     if active or conditioning.masks_padding:
         install_hypernetwork_processors(pipe)
     # A1111 writes "Pad conds" when its last UNet evaluation padded
-    extra_params = {"Pad conds": True} if conditioning.at(evaluations - 1).padded else None
+    extra_params = {**mode.extra_params(),
+                    **({"Pad conds": True} if conditioning.at(evaluations_run - 1).padded else {})} or None
     hashes = hypernet_hashes((entry.name, entry.network.shorthash()) for entry in resolved)
     result = Txt2ImgResult(messages=messages, request=request,
                            hypernetworks=[(entry.name, entry.multiplier) for entry in resolved])
-    directory = output_directory(outdir) if outdir is not None else None
+    directory = output_directory(outdir, subdir=mode.subdir) if outdir is not None else None
     seeds = [request.seed + i for i in range(request.n_iter * request.batch_size)]
     done = 0
     job_base = job.job_no if job is not None else 0  # a script's several generations count on in one job
@@ -300,8 +345,7 @@ def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = No
             result.interrupted = True
             break
         batch_seeds = seeds[batch * request.batch_size:(batch + 1) * request.batch_size]
-        view = pipeline_view(pipe, build_scheduler(choice, pipe.scheduler.config, seeds=batch_seeds))
-        latents, generators = initial_noise(pipe, batch_seeds, request.width, request.height)
+        view = mode.pipeline(pipe, build_scheduler(choice, pipe.scheduler.config, seeds=batch_seeds))
         padding = TextPadding(len(batch_seeds), conditioning.at(0)) if conditioning.masks_padding else None
         cross_attention_kwargs = {key: value for key, value in ((KWARG, active), (PADDING_KWARG, padding))
                                   if value} or None
@@ -317,6 +361,7 @@ def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = No
                 job.update(step + 1, p.num_timesteps, job_no=job_base + batch)
                 if job.interrupted.is_set() or job.skipped.is_set():
                     p._interrupt = True
+            mode.after_step(p, step, callback_kwargs, last=p.interrupt or step + 1 >= p.num_timesteps)
             if conditioning.key(step + 1) != conditioning.key(step):  # prompt editing: the next text
                 callback_kwargs.update(loop_conditioning(p, conditioning.at(step + 1), batch_size, callback_kwargs))
                 if padding is not None:
@@ -325,13 +370,12 @@ def txt2img(request: Txt2ImgRequest, model, library, *, outdir: Path | None = No
 
         output = view(
             **conditioning.at(0).pipeline_kwargs(len(batch_seeds)),
+            **mode.batch_kwargs(view, request, batch, batch_seeds),
             num_inference_steps=request.steps, guidance_scale=request.cfg_scale,
-            width=request.width, height=request.height,
-            latents=latents.to(device=view.unet.device, dtype=view.unet.dtype), generator=generators,
             cross_attention_kwargs=cross_attention_kwargs, callback_on_step_end=on_step_end, output_type="pil",
             callback_on_step_end_tensor_inputs=loop_tensor_names(view) if conditioning.varies else ["latents"],
         )
-        for image, seed in zip(output.images, batch_seeds):
+        for image, seed in zip(mode.finish(output.images, batch), batch_seeds):
             params = generation_parameters(
                 steps=request.steps, sampler=choice.sampler.name, schedule_type=choice.schedule.label,
                 cfg_scale=request.cfg_scale, seed=seed, width=request.width, height=request.height,

@@ -1,9 +1,10 @@
 // Hypernetwork cards and prompt editing, as AUTOMATIC1111 users know them.
 //
-// - Clicking a card (.hn-card, rendered by extension/ui/cards.py) toggles <hypernet:NAME:M> in the
-//   txt2img prompt: added with the card's default multiplier M when absent, removed (with any
-//   multiplier) when present. Cards whose tag is in the prompt are marked .hn-card-active.
-// - The card's i button opens its metadata view (through the hidden #hn_action textbox).
+// - Clicking a card (.hn-card, rendered by extension/ui/cards.py) toggles <hypernet:NAME:M> in the prompt
+//   of the tab the card is on (txt2img or img2img, each has its cards): added with the card's default
+//   multiplier M when absent, removed (with any multiplier) when present. Cards whose tag is in their
+//   tab's prompt are marked .hn-card-active.
+// - The card's i button opens its metadata view (through the tab's hidden #hn_action / #img2img_hn_action).
 // - In a prompt box: Ctrl+Up / Ctrl+Down over a <...:M> tag changes M by 0.1; over (text:W) it changes
 //   W; over a plain word or a selection it wraps it as (word:1.1) / (word:0.9). Ctrl+Enter generates.
 //
@@ -16,7 +17,8 @@
     return;
   }
 
-  const PROMPTS = ["txt2img_prompt", "txt2img_neg_prompt"];
+  const TABS = ["txt2img", "img2img"];
+  const PROMPTS = ["txt2img_prompt", "txt2img_neg_prompt", "img2img_prompt", "img2img_neg_prompt"];
   const STEP = 0.1;
 
   function escapeRegExp(text) {
@@ -142,16 +144,25 @@
     }
   }
 
+  // The tab an element is on: "img2img" inside #tab_img2img, else "txt2img".
+  function tabOf(element) {
+    return element && element.closest("#tab_img2img") ? "img2img" : "txt2img";
+  }
+
   function markActiveCards() {
-    const box = promptBox("txt2img_prompt");
-    const text = box ? box.value : "";
+    const texts = {};
+    TABS.forEach((tab) => {
+      const box = promptBox(tab + "_prompt");
+      texts[tab] = box ? box.value : "";
+    });
     appRoot().querySelectorAll(".hn-card").forEach((card) => {
-      card.classList.toggle("hn-card-active", hasTag(text, card.dataset.name || ""));
+      card.classList.toggle("hn-card-active", hasTag(texts[tabOf(card)], card.dataset.name || ""));
     });
   }
 
-  function openMetadata(name) {
-    const box = appRoot().querySelector("#hn_action textarea, #hn_action input");
+  function openMetadata(name, tab) {
+    const id = tab === "txt2img" ? "hn_action" : tab + "_hn_action";
+    const box = appRoot().querySelector("#" + id + " textarea, #" + id + " input");
     if (!box) return;
     setValue(box, JSON.stringify({ action: "metadata", name: name, at: Date.now() }));
   }
@@ -159,15 +170,16 @@
   function cardClicked(card, event) {
     const name = card.dataset.name || "";
     if (!name) return;
+    const tab = tabOf(card);
     if (event.target.closest(".hn-meta-button")) {
-      openMetadata(name);
+      openMetadata(name, tab);
       return;
     }
     if (card.classList.contains("hn-card-error")) {
-      openMetadata(name);  // a file that does not load: show why instead of adding a tag that fails
+      openMetadata(name, tab);  // a file that does not load: show why instead of adding a tag that fails
       return;
     }
-    const box = promptBox("txt2img_prompt");
+    const box = promptBox(tab + "_prompt");
     if (!box) return;
     const container = card.closest(".hn-cards");
     const multiplier = card.dataset.multiplier || (container && container.dataset.defaultMultiplier) || "1";
@@ -193,7 +205,7 @@
     if (!(event.ctrlKey || event.metaKey)) return;
     if (event.key === "Enter") {
       event.preventDefault();
-      const button = appRoot().querySelector("#txt2img_generate");
+      const button = appRoot().querySelector("#" + owner.split("_")[0] + "_generate");
       if (button) button.click();
       return;
     }
@@ -203,12 +215,12 @@
     if (!edited) return;
     event.preventDefault();
     setValue(target, edited.text, edited.selectionStart, edited.selectionEnd);
-    if (owner === "txt2img_prompt") markActiveCards();
+    if (owner.endsWith("_prompt") && !owner.endsWith("_neg_prompt")) markActiveCards();
   }
 
   function onInput(event) {
     const target = event.composedPath ? event.composedPath()[0] : event.target;
-    if (target instanceof Element && target.closest("#txt2img_prompt")) markActiveCards();
+    if (target instanceof Element && target.closest("#txt2img_prompt, #img2img_prompt")) markActiveCards();
   }
 
   function onCardKey(event) {

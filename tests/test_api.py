@@ -424,8 +424,8 @@ BAD_TXT2IMG = [
     ({"height": 100}, 422, "height must be a multiple of 8"),
     ({"width": 4096}, 422, "width must be between 16 and 2048"),
     ({"height": 8}, 422, "height must be between 16 and 2048"),
-    ({"steps": 0}, 422, "steps must be between 1 and 150"),
-    ({"steps": 10000}, 422, "steps must be between 1 and 150"),
+    ({"steps": 0}, 422, "steps must be between 1 and 10000"),
+    ({"steps": 10001}, 422, "steps must be between 1 and 10000"),
     ({"batch_size": 0}, 422, "batch_size must be between 1 and 8"),
     ({"batch_size": 64}, 422, "batch_size must be between 1 and 8"),
     ({"n_iter": 101}, 422, "n_iter must be between 1 and 100"),
@@ -533,6 +533,7 @@ ROUTES = {
     ("get", "memory"), ("get", "upscalers"), ("get", "latent-upscale-modes"), ("get", "sd-vae"), ("post", "refresh-vae"),
     ("get", "face-restorers"), ("get", "realesrgan-models"), ("get", "prompt-styles"), ("get", "embeddings"),
     ("post", "create/hypernetwork"), ("post", "train/hypernetwork"),
+    ("post", "img2img"), ("post", "png-info"), ("get", "loras"), ("post", "refresh-loras"), ("get", "script-info"),
 }
 
 
@@ -546,6 +547,10 @@ def test_schema_lists_every_route_with_a1111_field_names(server):
     assert {"prompt", "sampler_index", "sampler_name", "scheduler", "override_settings", "send_images", "save_images",
             "enable_hr", "n_iter", "cfg_scale", "alwayson_scripts", "script_args"} <= txt2img_fields
     assert {"images", "parameters", "info"} <= set(models["TextToImageResponse"]["properties"])
+    assert {"prompt", "init_images", "mask", "denoising_strength", "resize_mode", "mask_blur", "inpainting_fill",
+            "inpaint_full_res", "inpaint_full_res_padding", "inpainting_mask_invert", "initial_noise_multiplier",
+            "include_init_images"} <= set(models["StableDiffusionProcessingImg2Img"]["properties"])
+    assert "enable_hr" not in models["StableDiffusionProcessingImg2Img"]["properties"]
     assert {"send_seed", "sd_model_checkpoint", "CLIP_stop_at_last_layers"} <= set(models["Options"]["properties"])
     assert {"api", "nowebui", "api_auth", "port"} <= set(models["Flags"]["properties"])
     for path, item in schema["paths"].items():
@@ -663,3 +668,96 @@ def test_api_auth_flags_parse(tmp_path):
         api_credentials("nopassword")
     with pytest.raises(SystemExit, match="cannot read"):
         api_credentials(None, tmp_path / "missing.txt")
+
+
+# -- img2img and inpainting --------------------------------------------------------------------------------------
+def encode_picture(image, data_url: bool = False) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    text = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f"data:image/png;base64,{text}" if data_url else text
+
+
+def init_picture(size: int = 32) -> Image.Image:
+    y, x = np.mgrid[0:size, 0:size] / size
+    return Image.fromarray((np.stack([x, y, 1 - x], axis=-1) * 200 + 30).astype(np.uint8))
+
+
+def left_half(size: int = 32) -> Image.Image:
+    mask = Image.new("L", (size, size), 0)
+    mask.paste(255, (0, 0, size // 2, size))
+    return mask
+
+
+IMG2IMG = {**SMALL, "steps": 4, "denoising_strength": 0.75}
+
+
+def img2img(server, **fields) -> tuple[dict, dict]:
+    """``(answer, info)`` of a 200 img2img of :func:`init_picture` with ``IMG2IMG`` changed by ``fields``."""
+    response = server.post("img2img", {**IMG2IMG, "init_images": [encode_picture(init_picture())], **fields})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    return answer, json.loads(answer["info"])
+
+
+def test_img2img_with_and_without_a_tag(server):
+    plain, plain_info = img2img(server)
+    tagged, tagged_info = img2img(server, prompt=f"{SMALL['prompt']} <hypernet:{NETWORK}:1>",
+                                  init_images=[encode_picture(init_picture(), data_url=True)])
+    assert pixels(plain["images"][0]).shape == (32, 32, 3)
+    assert not np.array_equal(pixels(plain["images"][0]), pixels(tagged["images"][0]))
+    assert tagged_info["hypernetworks"] == [{"name": NETWORK, "multiplier": 1.0}] and plain_info["hypernetworks"] == []
+    assert "Denoising strength: 0.75" in plain_info["infotexts"][0] and "Mask blur" not in plain_info["infotexts"][0]
+    assert plain_info["extra_generation_params"]["Denoising strength"] == 0.75
+    assert plain_info["denoising_strength"] == 0.75 and plain_info["seed"] == 11
+    assert plain["parameters"]["init_images"] is None  # A1111 leaves the pictures out unless include_init_images
+    again, _ = img2img(server, include_init_images=True)
+    assert again["parameters"]["init_images"] and np.array_equal(pixels(again["images"][0]), pixels(plain["images"][0]))
+
+
+def test_img2img_inpainting_with_a_mask(server):
+    original = np.asarray(init_picture())
+    answer, info = img2img(server, mask=encode_picture(left_half()), mask_blur=0, inpaint_full_res=False,
+                           inpainting_fill=1)
+    image = pixels(answer["images"][0])
+    assert np.array_equal(image[:, 16:], original[:, 16:])  # not masked: the original
+    assert np.abs(image[:, :16].astype(float) - original[:, :16]).mean() > 5
+    blurred, info = img2img(server, mask=encode_picture(left_half()), mask_blur=4, inpainting_fill=0)
+    assert "Mask blur: 4" in info["infotexts"][0] and "Masked content: fill" in info["infotexts"][0]
+    assert "Inpaint area: Only masked" in info["infotexts"][0] and info["extra_generation_params"]["Mask blur"] == "4"
+
+
+def test_webuiapi_img2img_and_inpainting(client):
+    plain = client.img2img(images=[init_picture()], prompt=SMALL["prompt"], width=32, height=32, seed=11,
+                           denoising_strength=0.6)
+    inpainted = client.img2img(images=[init_picture()], mask_image=left_half(), prompt=SMALL["prompt"], width=32,
+                               height=32, seed=11, inpaint_full_res=False, mask_blur=0, inpainting_fill=1)
+    assert plain.image.size == inpainted.image.size == (32, 32)
+    assert "Denoising strength: 0.6" in plain.info["infotexts"][0]
+    assert np.array_equal(np.asarray(inpainted.image)[:, 16:], np.asarray(init_picture())[:, 16:])
+
+
+BAD_IMG2IMG = [
+    ({"init_images": []}, 422, "init_images: give at least one picture"),
+    ({"init_images": None}, 422, "init_images: give at least one picture"),
+    ({"init_images": ["not base64 at all!"]}, 422, "init_images[0]: not base64"),
+    ({"init_images": [base64.b64encode(b"GIF89a but not really").decode()]}, 422, "init_images[0]: not an image"),
+    ({"mask": "data:image/png;base64,AAAA"}, 422, "mask: not an image"),
+    ({"mask": "small"}, 422, "mask: its size 16x16 differs from init_images[0]'s 32x32"),
+    ({"denoising_strength": 1.5}, 422, "denoising_strength must be between 0 and 1"),
+    ({"denoising_strength": -0.25}, 422, "denoising_strength must be between 0 and 1"),
+    ({"resize_mode": 5}, 422, "resize_mode must be one of 0..3"),
+    ({"inpainting_fill": -1}, 422, "inpainting_fill must be one of 0..3"),
+    ({"mask_blur": -2}, 422, "mask_blur must be between 0 and"),
+    ({"script_name": "hypernetwork strength comparison"}, 404, "no img2img script"),
+]
+
+
+@pytest.mark.parametrize("change, status, message", BAD_IMG2IMG, ids=[str(case[0])[:40] for case in BAD_IMG2IMG])
+def test_bad_img2img_requests(server, change, status, message):
+    if change.get("mask") == "small":
+        change = {"mask": encode_picture(left_half(16))}
+    body = {**IMG2IMG, "init_images": [encode_picture(init_picture())], **change}
+    response = server.post("img2img", body)
+    assert response.status_code == status, response.text
+    assert response.json()["error"] and message in response.json()["detail"], response.json()

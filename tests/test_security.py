@@ -251,6 +251,31 @@ def test_training_command_line_is_confined(tmp_path, capsys):
     assert code == 2 and "data_root: '/etc' is outside the folders training may use" in capsys.readouterr().err
 
 
+def test_training_command_line_trusts_its_own_paths(tmp_path, monkeypatch, capsys, secured):
+    """A path typed on one's own command line is the user's: a dataset, a template and a log folder outside the
+    checkout, relative to the working folder, with no --train-data-dir. The same dataset sent to the server is
+    still refused."""
+    from extension.demo.dataset import write_folder
+    from extension.training.cli import create, train
+
+    hypernetworks = ["--hypernetwork-dir", str(tmp_path / "hypernetworks"), "--device", "cpu"]
+    assert create(["--create-hypernetwork", "mine", *hypernetworks]) == 0
+    write_folder(tmp_path / "pictures", 2, seed=4, size=32)
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "mine.txt").write_text("[filewords]\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)  # outside the checkout
+    code = train(["--train-hypernetwork", "mine", "--dataset", "pictures", "--template", "templates/mine.txt",
+                  "--log-dir", "logs", "--width", "32", "--height", "32", "--steps", "2", "--save-every", "1",
+                  "--seed", "1", *hypernetworks])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert sorted(p.name for p in (tmp_path / "logs").rglob("mine-*.safetensors")) == ["mine-1.safetensors",
+                                                                             "mine-2.safetensors"], out.out
+    refused = secured.post("train/hypernetwork", {"hypernetwork_name": NETWORK, "data_root": str(tmp_path / "pictures"),
+                                                  "steps": 1}, auth=API)
+    assert refused.status_code == 422 and "outside the folders training may use" in refused.json()["detail"]
+
+
 def test_confine_dir():
     from extension.confine import OutsideRoots, confine_dir, training_roots
 

@@ -386,3 +386,56 @@ def test_switching_checkpoints_in_the_dropdown(page):
         page.get_by_role("option", name="demo", exact=False).first.click()
     page.locator("#txt2img_generate").click()
     wait_for_infotext(page, r"Model: demo")
+
+
+def test_the_action_buttons_labels_fit_inside_them_at_1400_pixels(page):
+    """Interrupt's label ran past its button's edge in a 1400-pixel-wide window (the page fixture's width); the
+    img2img tab's buttons share the rule."""
+    for elem_id in ("txt2img_generate", "txt2img_interrupt", "txt2img_skip",
+                    "img2img_generate", "img2img_interrupt", "img2img_skip"):
+        if elem_id == "img2img_generate":
+            page.locator("#tab_img2img-button, button[role=tab]:has-text('img2img')").first.click()
+            page.locator("#img2img_interrupt").wait_for(state="visible")
+        box = page.evaluate("""(id) => { const button = document.getElementById(id);
+            const range = document.createRange(); range.selectNodeContents(button);
+            const text = range.getBoundingClientRect(), edge = button.getBoundingClientRect();
+            return {text: [text.left, text.right], edge: [edge.left, edge.right],
+                    overflow: button.scrollWidth - button.clientWidth, lines: range.getClientRects().length}; }""",
+                            elem_id)
+        assert box["edge"][0] <= box["text"][0] and box["text"][1] <= box["edge"][1], (elem_id, box)
+        assert box["overflow"] <= 0 and box["lines"] == 1, (elem_id, box)  # one line, nothing cut
+
+
+# -- img2img -----------------------------------------------------------------------------------------------
+def test_img2img_tab_inpaints_an_upload_with_a_mask_and_a_card_tag(page, server, tmp_path):
+    from PIL import Image
+
+    picture, mask = tmp_path / "picture.png", tmp_path / "mask.png"
+    Image.new("RGB", (32, 32), (40, 160, 220)).save(picture)
+    masked = Image.new("L", (32, 32), 0)
+    masked.paste(255, (0, 0, 16, 32))
+    masked.save(mask)
+    saved_before = pngs(server.outdir / "img2img-images")
+    page.locator("#tab_img2img-button, button[role=tab]:has-text('img2img')").first.click()
+    tab = page.locator("#tab_img2img")
+    for elem_id, value in (("img2img_width", 32), ("img2img_height", 32), ("img2img_steps", 3)):
+        set_number(page, elem_id, value)
+    tab.get_by_role("tab", name="Inpaint upload").click()
+    page.locator("#img_inpaint_base input[type=file]").set_input_files(str(picture))
+    page.locator("#img_inpaint_mask input[type=file]").set_input_files(str(mask))
+    expect(page.locator("#img_inpaint_mask img").first).to_be_visible()
+    box = page.locator("#img2img_prompt textarea")
+    box.fill("a red circle")
+    tab.get_by_role("tab", name="Hypernetworks").click()
+    tab.locator('.hn-card[data-name="demo_style"]').click()
+    expect(box).to_have_value("a red circle <hypernet:demo_style:1>")  # the img2img prompt, not txt2img's
+    expect(prompt_box(page)).not_to_have_value(re.compile("demo_style"))
+    page.locator("#img2img_generate").click()
+    expect(page.locator("#img2img_infotext textarea")).to_have_value(
+        re.compile(r"<hypernet:demo_style:1>.*Denoising strength: 0.75, Mask blur: 4", re.S), timeout=TIMEOUT)
+    expect(page.locator("#img2img_gallery img").first).to_be_visible()
+    saved = pngs(server.outdir / "img2img-images") - saved_before
+    assert len(saved) == 1, f"this generation saved {len(saved)} images"
+    with Image.open(saved.pop()) as image:
+        assert image.size == (32, 32) and "Hypernet hashes" in image.info["parameters"]
+    screenshot(page, "img2img-inpainted")

@@ -195,7 +195,7 @@ def test_page_is_built_with_a_gpu_queue_and_auth(tmp_path, folder):
     gpu = {fn.api_name: (fn.concurrency_limit, fn.concurrency_id) for fn in blocks.fns.values()
            if fn.api_name in ("txt2img", "load_checkpoint")}
     assert gpu == {"txt2img": (1, "gpu"), "load_checkpoint": (1, "gpu")}
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:  # the Host names a local server answers to
         assert client.get("/gradio_api/info").status_code == 401
         assert client.post("/login", data={"username": "ann", "password": "pw"}).status_code == 200
         page = client.get("/").text

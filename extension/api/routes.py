@@ -47,7 +47,9 @@ PREFIX = "/sdapi/v1"
 
 # The txt2img tab's limits (a request beyond them is refused, not clamped).
 MIN_SIZE, MAX_SIZE, SIZE_STEP = 16, 2048, 8
-MAX_STEPS = 150
+# Steps: AUTOMATIC1111's API takes any number (150 is only its UI slider's end). Far past any use, the
+# sampler's tables would take the server's memory, so a bound stays; a long run is interruptible as any.
+MAX_STEPS = 10_000
 MAX_BATCH_SIZE, MAX_BATCH_COUNT = 8, 100
 MAX_CFG_SCALE = 30.0
 MAX_SEED = 2**63 - 1
@@ -216,7 +218,7 @@ def find_script(ctx, name: str):
 def unsupported_messages(body: schemas.Txt2ImgRequest) -> list[str]:
     """What the request asks for that this project does not do; the generation goes on without it."""
     messages = []
-    if body.enable_hr:
+    if getattr(body, "enable_hr", False):  # txt2img's only
         messages.append(f"Hires. fix (enable_hr) is not supported here; the images were made at "
                         f"{body.width}x{body.height} without a second pass.")
     if body.tiling:
@@ -237,7 +239,8 @@ def unsupported_messages(body: schemas.Txt2ImgRequest) -> list[str]:
 
 
 def plan_txt2img(ctx, body: schemas.Txt2ImgRequest) -> Txt2ImgPlan:
-    """Check everything before waiting for the device; :class:`ApiError` for the first problem."""
+    """Check everything before waiting for the device; :class:`ApiError` for the first problem (the checks
+    img2img shares: an img2img body gives the txt2img part of its request)."""
     width, height = check_size("width", body.width), check_size("height", body.height)
     steps = whole("steps", body.steps, 1, MAX_STEPS)
     batch_size = whole("batch_size", body.batch_size, 1, MAX_BATCH_SIZE)
@@ -266,6 +269,8 @@ def plan_txt2img(ctx, body: schemas.Txt2ImgRequest) -> Txt2ImgPlan:
         settings.pop(key)
     if unknown:
         messages.append(f"override_settings: unknown options ignored: {', '.join(unknown)}.")
+    if body.script_name and isinstance(body, schemas.Img2ImgRequest):
+        raise ApiError(404, f"script_name: no img2img script {body.script_name!r} (available: none)", "NotFound")
     script = find_script(ctx, body.script_name) if body.script_name else None
     request = ProcessingRequest(prompt=prompt, negative_prompt=negative, sampler_name=sampler_name,
                                 scheduler=scheduler or "Automatic", steps=steps, cfg_scale=float(body.cfg_scale),
@@ -283,8 +288,10 @@ def model_key(ctx, model) -> str | None:
 
 
 def run_txt2img(ctx, body: schemas.Txt2ImgRequest, plan: Txt2ImgPlan):
-    """The generation, as one job on the device, with ``override_settings`` applied around it."""
-    with ctx.jobs.job("txt2img", job_count=plan.request.n_iter, source="api") as job:
+    """The generation (txt2img, or img2img for an img2img plan), as one job on the device, with
+    ``override_settings`` applied around it."""
+    name = "img2img" if isinstance(body, schemas.Img2ImgRequest) else "txt2img"
+    with ctx.jobs.job(name, job_count=plan.request.n_iter, source="api") as job:
         previous_model = model_key(ctx, ctx.loaded_model())
         restore = body.override_settings_restore_afterwards
         previous_settings = {key: ctx.settings.get(key) for key in plan.settings}
@@ -365,6 +372,83 @@ def processed_info(body: schemas.Txt2ImgRequest, plan: Txt2ImgPlan, result, mode
     }
 
 
+# -- img2img ---------------------------------------------------------------------------------------------------
+MAX_NOISE_MULTIPLIER = 10.0
+
+
+def decode_picture(text, field: str):
+    from .image_input import BadImage, decode_image
+
+    try:
+        return decode_image(text, field)
+    except BadImage as exc:
+        raise ApiError(422, str(exc)) from None
+
+
+def plan_img2img(ctx, body: schemas.Img2ImgRequest) -> Txt2ImgPlan:
+    """txt2img's checks, then the pictures and img2img's numbers: 422 for no or undecodable ``init_images``, a
+    ``mask`` that is not a picture of the first init image's size, ``denoising_strength`` outside 0..1, an
+    unknown ``resize_mode`` or ``inpainting_fill`` (A1111 answers a missing init image with a 404)."""
+    from .. import masking
+    from ..img2img import Img2ImgRequest
+
+    if not body.init_images:
+        raise ApiError(422, "init_images: give at least one picture (base64 PNG or JPEG)")
+    if not 0 <= body.denoising_strength <= 1:
+        raise ApiError(422, f"denoising_strength must be between 0 and 1, got {body.denoising_strength:g}")
+    for field, choices in (("resize_mode", masking.RESIZE_MODES), ("inpainting_fill", masking.MASKED_CONTENT)):
+        value = getattr(body, field)
+        if not 0 <= value < len(choices):
+            named = ", ".join(f"{i} {name}" for i, name in enumerate(choices))
+            raise ApiError(422, f"{field} must be one of 0..{len(choices) - 1} ({named}), got {value}")
+    blur = body.mask_blur if body.mask_blur is not None else body.mask_blur_x
+    whole("mask_blur", blur, 0, 256)
+    whole("inpaint_full_res_padding", body.inpaint_full_res_padding, 0, MAX_SIZE)
+    multiplier = 1.0 if body.initial_noise_multiplier is None else body.initial_noise_multiplier
+    if not 0 <= multiplier <= MAX_NOISE_MULTIPLIER:
+        raise ApiError(422, f"initial_noise_multiplier must be between 0 and {MAX_NOISE_MULTIPLIER:g}, got "
+                            f"{multiplier:g}")
+    plan = plan_txt2img(ctx, body)
+    pictures = [decode_picture(text, f"init_images[{i}]") for i, text in enumerate(body.init_images)]
+    if len(pictures) > 1 and len(pictures) > plan.request.batch_size:
+        raise ApiError(422, f"init_images: {len(pictures)} pictures for a batch_size of {plan.request.batch_size}; "
+                            "give one picture, or at most batch_size")
+    mask = decode_picture(body.mask, "mask") if body.mask else None
+    if mask is not None and mask.size != pictures[0].size:
+        raise ApiError(422, f"mask: its size {mask.width}x{mask.height} differs from init_images[0]'s "
+                            f"{pictures[0].width}x{pictures[0].height}")
+    if body.mask_blur is None and body.mask_blur_x != body.mask_blur_y:
+        plan.messages.append(f"mask_blur_y ({body.mask_blur_y}) differs from mask_blur_x; both were "
+                             f"{body.mask_blur_x}.")
+    if body.latent_mask:
+        plan.messages.append("latent_mask is not supported here; the mask was used.")
+    if not body.mask_round:
+        plan.messages.append("mask_round false is not supported here; the mask was rounded.")
+    fields = {field.name: getattr(plan.request, field.name) for field in dataclasses.fields(ProcessingRequest)}
+    plan.request = Img2ImgRequest(
+        **fields, init_images=pictures, mask=mask, denoising_strength=float(body.denoising_strength),
+        resize_mode=body.resize_mode, mask_blur=blur, inpainting_fill=body.inpainting_fill,
+        inpaint_full_res=body.inpaint_full_res, inpaint_full_res_padding=body.inpaint_full_res_padding,
+        inpainting_mask_invert=1 if body.inpainting_mask_invert else 0, initial_noise_multiplier=float(multiplier))
+    return plan
+
+
+def generation_answer(ctx, body, plan: Txt2ImgPlan) -> dict:
+    """Run ``plan`` and answer as AUTOMATIC1111: ``images`` (base64 PNG with their infotext), ``parameters`` (the
+    request; img2img's pictures left out unless ``include_init_images``) and ``info`` (a JSON string)."""
+    try:
+        result, model, timestamp = run_txt2img(ctx, body, plan)
+    except (HypernetworkError, ModelError) as exc:
+        raise ApiError(422, str(exc)) from None
+    images = [encode_png(image, infotext) for image, infotext in zip(result.images, result.infotexts)] \
+        if body.send_images else []
+    info = processed_info(body, plan, result, model, timestamp)
+    parameters = body.model_dump()
+    if not getattr(body, "include_init_images", True):
+        parameters.update(init_images=None, mask=None)
+    return {"images": images, "parameters": parameters, "info": json.dumps(info)}
+
+
 # -- training --------------------------------------------------------------------------------------------------
 def training_config(ctx, body: schemas.TrainHypernetworkRequest):
     """The run's :class:`~extension.training.TrainingConfig`: the request, then the settings, then the UI's
@@ -427,15 +511,13 @@ def make_router(ctx, credentials: dict[str, str]) -> APIRouter:
     def txt2img(body: schemas.Txt2ImgRequest) -> dict:
         """A generation, as AUTOMATIC1111's: ``images`` (base64 PNG with their infotext), ``parameters`` (the
         request) and ``info`` (a JSON string). It waits for the device in line with the UI's generations."""
-        plan = plan_txt2img(ctx, body)
-        try:
-            result, model, timestamp = run_txt2img(ctx, body, plan)
-        except (HypernetworkError, ModelError) as exc:
-            raise ApiError(422, str(exc)) from None
-        images = [encode_png(image, infotext) for image, infotext in zip(result.images, result.infotexts)] \
-            if body.send_images else []
-        info = processed_info(body, plan, result, model, timestamp)
-        return {"images": images, "parameters": body.model_dump(), "info": json.dumps(info)}
+        return generation_answer(ctx, body, plan_txt2img(ctx, body))
+
+    @router.post("/img2img", response_model=schemas.ImageToImageResponse, summary="Image to image, inpainting")
+    def img2img(body: schemas.Img2ImgRequest) -> dict:
+        """AUTOMATIC1111's img2img (inpainting with ``mask``), answered as txt2img is; ``parameters`` leaves the
+        pictures out unless ``include_init_images``. The hypernetwork tags of the prompt apply as in txt2img."""
+        return generation_answer(ctx, body, plan_img2img(ctx, body))
 
     @router.get("/progress", response_model=schemas.ProgressResponse, summary="Progress of the running job")
     def progress(skip_current_image: bool = Query(False, description="leave current_image out")) -> dict:
@@ -530,8 +612,9 @@ def make_router(ctx, credentials: dict[str, str]) -> APIRouter:
         if builtin is not None:
             from ..demo.pretrained import MODEL_DIR
 
-            items.append({"title": builtin.name, "model_name": builtin.name, "hash": None, "sha256": None,
-                          "filename": str(MODEL_DIR), "config": None})
+            sha256 = ctx.models.builtin_sha256()  # what the infotext's "Model hash" is the start of
+            items.append({"title": builtin.name, "model_name": builtin.name, "hash": sha256[:10] if sha256 else None,
+                          "sha256": sha256, "filename": str(MODEL_DIR), "config": None})
         for info in ctx.models.list_checkpoints():
             items.append({"title": info.title, "model_name": info.model_name, "hash": info.shorthash,
                           "sha256": info.sha256, "filename": info.filename, "config": info.config})
@@ -559,6 +642,38 @@ def make_router(ctx, credentials: dict[str, str]) -> APIRouter:
     @router.get("/scripts", response_model=schemas.ScriptsList, summary="txt2img scripts (script_name)")
     def get_scripts() -> dict:
         return {"txt2img": [script.title().lower() for script in ctx.callbacks.scripts], "img2img": []}
+
+    @router.get("/script-info", response_model=list[schemas.ScriptInfo], summary="Each script's script_args")
+    def get_script_info() -> list:
+        """AUTOMATIC1111's shape: each script's name (what ``script_name`` takes), and the ``script_args`` it
+        takes in order, with their defaults and choices."""
+        return [{"name": script.title().lower(), "is_alwayson": False, "is_img2img": False,
+                 "args": script.api_args(ctx)} for script in ctx.callbacks.scripts]
+
+    @router.post("/png-info", response_model=schemas.PNGInfoResponse, summary="The infotext of an image")
+    def png_info(body: schemas.PNGInfoRequest) -> dict:
+        """AUTOMATIC1111's answer: ``info`` (the infotext, empty when the image has none), ``items`` (its
+        other text fields) and ``parameters`` (the infotext's fields, parsed as AUTOMATIC1111 parses them)."""
+        from ..images import read_infotext
+        from ..infotext import parse_infotext
+        from .image_input import BadImage, decode_image
+
+        try:
+            image = decode_image(body.image, "image")
+        except BadImage as exc:
+            raise ApiError(422, str(exc)) from None
+        info, items = read_infotext(image)
+        return {"info": info or "", "items": items, "parameters": parse_infotext(info or "")}
+
+    @router.get("/loras", response_model=list[schemas.LoraItem], summary="LoRA networks (not supported: none)")
+    def get_loras() -> list:
+        """LoRA is not supported here (this project is about hypernetworks), so the list is empty, as
+        AUTOMATIC1111's is with no LoRA files."""
+        return []
+
+    @router.post("/refresh-loras", summary="Rescan LoRA networks (not supported: nothing to do)")
+    def refresh_loras() -> None:
+        return None
 
     @router.get("/memory", response_model=schemas.MemoryResponse, summary="RAM and CUDA memory")
     def get_memory() -> dict:
@@ -691,6 +806,37 @@ def add_request_log(app: FastAPI) -> None:
             print(f"API {request.method} {request.url.path} {response.status_code} {client} "
                   f"{time.monotonic() - started:.3f}s", flush=True)
         return response
+
+
+ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+
+def add_missing_route_answer(app: FastAPI, ctx) -> None:
+    """Answer a path under ``/sdapi`` that no route serves in the project's error shape: a 404 that says the
+    route does not exist (not a missing model: FastAPI's bare ``{"detail": "Not Found"}`` could be either), or a
+    405 naming the methods the path takes. Added after every other route (the API's, a script's
+    ``app_started`` ones), behind the same credentials."""
+    from starlette.routing import Match, Mount
+
+    options = ctx.options
+    credentials = api_credentials(getattr(options, "api_auth", None), getattr(options, "api_auth_path", None))
+    catch_all = "/sdapi/{rest:path}"
+
+    def missing_route(request: Request, rest: str):
+        path = request.url.path
+        others = [route for route in request.app.router.routes  # not this one, nor Gradio's mount of every path
+                  if getattr(route, "path", None) != catch_all and not isinstance(route, Mount)]
+        allowed = [method for method in ALL_METHODS  # what the other routes take at this path
+                   if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in others)]
+        if allowed:
+            return error_response(405, "MethodNotAllowed", f"{path} takes {', '.join(allowed)}, not "
+                                  f"{request.method}", headers={"Allow": ", ".join(allowed)})
+        raise ApiError(404, f"no such route: {request.method} {path} (the API's routes are listed at /docs)",
+                       "NoSuchRoute")
+
+    app.router.add_api_route(catch_all, missing_route, methods=list(ALL_METHODS), include_in_schema=False,
+                      route_class_override=ApiRoute,
+                      dependencies=[Depends(basic_auth(credentials))] if credentials else None)
 
 
 def mount_api(app: FastAPI, ctx) -> None:

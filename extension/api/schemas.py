@@ -27,9 +27,8 @@ class Request(BaseModel):
         return data
 
 
-class StableDiffusionProcessingTxt2Img(Request):
-    """``POST /sdapi/v1/txt2img``: every field of AUTOMATIC1111's ``StableDiffusionProcessingTxt2Img`` and the
-    API's extras, with its defaults (the schema keeps AUTOMATIC1111's model name)."""
+class StableDiffusionProcessing(Request):
+    """The fields txt2img and img2img share (AUTOMATIC1111's ``StableDiffusionProcessing`` and the API's extras)."""
 
     prompt: str = ""
     negative_prompt: str = ""
@@ -52,7 +51,6 @@ class StableDiffusionProcessingTxt2Img(Request):
     do_not_save_samples: bool = False
     do_not_save_grid: bool = False
     eta: Optional[float] = None
-    denoising_strength: Optional[float] = None
     s_min_uncond: Optional[float] = None
     s_churn: Optional[float] = None
     s_tmax: Optional[float] = None
@@ -65,8 +63,23 @@ class StableDiffusionProcessingTxt2Img(Request):
     refiner_checkpoint: Optional[str] = None
     refiner_switch_at: Optional[float] = None
     disable_extra_networks: bool = False
-    firstpass_image: Optional[str] = None
     comments: Optional[dict[str, Any]] = None
+    force_task_id: Optional[str] = None
+    sampler_index: str = Field("Euler", description="legacy name of sampler_name (used when sampler_name is unset)")
+    script_name: Optional[str] = Field(None, description="a txt2img script from /sdapi/v1/scripts")
+    script_args: list[Any] = []
+    send_images: bool = True
+    save_images: bool = False
+    alwayson_scripts: dict[str, Any] = {}
+    infotext: Optional[str] = None
+
+
+class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
+    """``POST /sdapi/v1/txt2img``: every field of AUTOMATIC1111's ``StableDiffusionProcessingTxt2Img`` and the
+    API's extras, with its defaults (the schema keeps AUTOMATIC1111's model name)."""
+
+    denoising_strength: Optional[float] = None
+    firstpass_image: Optional[str] = None
     enable_hr: bool = Field(False, description="accepted; hires. fix is not supported (reported in info)")
     firstphase_width: int = 0
     firstphase_height: int = 0
@@ -80,23 +93,47 @@ class StableDiffusionProcessingTxt2Img(Request):
     hr_scheduler: Optional[str] = None
     hr_prompt: str = ""
     hr_negative_prompt: str = ""
-    force_task_id: Optional[str] = None
-    sampler_index: str = Field("Euler", description="legacy name of sampler_name (used when sampler_name is unset)")
-    script_name: Optional[str] = Field(None, description="a txt2img script from /sdapi/v1/scripts")
-    script_args: list[Any] = []
-    send_images: bool = True
-    save_images: bool = False
-    alwayson_scripts: dict[str, Any] = {}
-    infotext: Optional[str] = None
 
 
 Txt2ImgRequest = StableDiffusionProcessingTxt2Img
+
+
+class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
+    """``POST /sdapi/v1/img2img``: AUTOMATIC1111's ``StableDiffusionProcessingImg2Img`` fields and defaults.
+    Pictures are base64 PNG or JPEG, a ``data:image/...;base64,`` prefix allowed; white in ``mask`` is
+    inpainted (or, for an RGBA mask with transparency, its opaque part)."""
+
+    init_images: Optional[list[str]] = Field(None, description="the pictures to start from (one, or one per "
+                                                               "image of the batch)")
+    resize_mode: int = Field(0, description="0 just resize, 1 crop and resize, 2 resize and fill, "
+                                            "3 just resize (latent upscale)")
+    denoising_strength: float = Field(0.75, description="0..1: how much of the schedule runs (0 keeps the picture)")
+    image_cfg_scale: Optional[float] = Field(None, description="instruct-pix2pix models only: ignored")
+    mask: Optional[str] = Field(None, description="inpaint: a picture of the init image's size, white = change")
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_blur: Optional[int] = Field(None, description="sets mask_blur_x and mask_blur_y")
+    mask_round: bool = True
+    inpainting_fill: int = Field(0, description="masked content: 0 fill, 1 original, 2 latent noise, "
+                                                "3 latent nothing")
+    inpaint_full_res: bool = Field(True, description="inpaint area: true only masked, false whole picture")
+    inpaint_full_res_padding: int = Field(0, description="only masked: pixels around the masked box")
+    inpainting_mask_invert: int = Field(0, description="1: inpaint what is not masked")
+    initial_noise_multiplier: Optional[float] = Field(None, description="the start noise's scale (default 1)")
+    latent_mask: Optional[str] = None
+    include_init_images: bool = Field(False, description="keep init_images and mask in the answer's parameters")
+
+
+Img2ImgRequest = StableDiffusionProcessingImg2Img
 
 
 class TextToImageResponse(BaseModel):
     images: list[str] = Field(description="The generated images, base64 PNG with their infotext")
     parameters: dict[str, Any]
     info: str = Field(description="A JSON object as a string: infotexts, seed, all_seeds, ...")
+
+
+ImageToImageResponse = TextToImageResponse
 
 
 class ProgressResponse(BaseModel):
@@ -263,6 +300,39 @@ class CreateResponse(BaseModel):
 
 class TrainResponse(BaseModel):
     info: str = Field(description="train embedding complete: filename: <path> error: <error or None> (sic)")
+
+
+class PNGInfoRequest(Request):
+    image: str = Field("", description="a base64 image (a data: URL prefix is allowed)")
+
+
+class PNGInfoResponse(BaseModel):
+    info: str = Field(description="the infotext (the PNG's parameters chunk), empty when it has none")
+    items: dict[str, Any] = Field(description="the image's other text fields")
+    parameters: dict[str, Any] = Field(description="the infotext's fields, as AUTOMATIC1111 parses them")
+
+
+class LoraItem(BaseModel):
+    name: str
+    alias: str
+    path: str
+    metadata: dict[str, Any] = {}
+
+
+class ScriptArg(BaseModel):
+    label: Optional[str] = None
+    value: Optional[Any] = None
+    minimum: Optional[Any] = None
+    maximum: Optional[Any] = None
+    step: Optional[Any] = None
+    choices: Optional[list[Any]] = None
+
+
+class ScriptInfo(BaseModel):
+    name: str = Field(description="the script's title, lower-cased (what script_name takes)")
+    is_alwayson: bool = False
+    is_img2img: bool = False
+    args: list[ScriptArg] = Field(description="script_args, in order")
 
 
 class ErrorResponse(BaseModel):

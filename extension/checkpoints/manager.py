@@ -47,6 +47,7 @@ class BuiltinModel:
     name: str
     load: Callable[[torch.device, torch.dtype], "LoadedModel"]
     aliases: tuple[str, ...] = ()
+    path: Path | None = None  # the file or folder it loads from (its hash); None: nothing to hash (random weights)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -276,7 +277,8 @@ class ModelManager:
         for info in infos:
             if Path(info.filename).resolve() == resolved:
                 return info
-        available = ", ".join(i.title for i in infos[:20]) or "none"
+        names = ([f"{self.builtin.name} (built in)"] if self.builtin is not None else []) + [i.title for i in infos]
+        available = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "") or "none"
         raise ModelError(f"checkpoint {name!r} not found in {self.ckpt_dir} (available: {available})")
 
     def sha256(self, info: CheckpointInfo) -> str:
@@ -285,7 +287,14 @@ class ModelManager:
         Args:
             info: a checkpoint from :meth:`list_checkpoints`.
         """
-        path = Path(info.filename)
+        return self._sha256_of(Path(info.filename))
+
+    def builtin_sha256(self) -> str | None:
+        """The built-in model's sha256 (cached as a checkpoint's), or None when it has no files (random weights)."""
+        path = getattr(self.builtin, "path", None)
+        return self._sha256_of(Path(path)) if path is not None and Path(path).exists() else None
+
+    def _sha256_of(self, path: Path) -> str:
         key = self._stat_key(path)
         with self._hash_lock:
             known = self._hashes.get(key)

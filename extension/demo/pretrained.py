@@ -55,5 +55,6 @@ def load_model(device: torch.device, dtype: torch.dtype, path=MODEL_DIR, *, rand
 def builtin_model(path=MODEL_DIR, *, random: bool = False) -> BuiltinModel:
     """The demo model as the host's fallback (``ModelManager(builtin=...)``): called ``demo`` (or
     ``demo-random``), loaded on the manager's device and precision."""
+    trained = not random and is_trained_model(path)
     return BuiltinModel(NAME, lambda device, dtype: load_model(device, dtype, path, random=random),
-                        aliases=(RANDOM_NAME,))
+                        aliases=(RANDOM_NAME,), path=Path(path).resolve() if trained else None)

@@ -9,6 +9,7 @@ writes the files.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -75,12 +76,14 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", dest="training_width", type=int, default=0, help="default: the model's size")
     p.add_argument("--height", dest="training_height", type=int, default=0, help="default: the model's size")
     p.add_argument("--varsize", action="store_true", help="do not resize the pictures (batched by size)")
-    p.add_argument("--log-dir", dest="log_directory", default=d.log_directory,
-                   help=f"log folder, relative to the first --train-data-dir unless absolute (default "
-                        f"{d.log_directory})")
+    p.add_argument("--log-dir", dest="log_directory", default=None,
+                   help=f"log folder (a relative path: from the working folder; default {d.log_directory} in the "
+                        f"project folder)")
     p.add_argument("--train-data-dir", type=Path, action="append", default=None, metavar="DIR",
-                   help="a folder the dataset and the log folder must lie in (repeat for several; default: the "
-                        "project folder)")
+                   help="confine the dataset, the template and the log folder to these folders (repeat for "
+                        "several; relative paths are then relative to the first). Without it the command line "
+                        "reads and writes where its flags point; a run from --request-json (a host's Train tab or "
+                        "API) is always confined, to the project folder by default")
     p.add_argument("--save-every", dest="save_hypernetwork_every", type=int, default=d.save_hypernetwork_every,
                    help="save a copy every N steps (0: never)")
     p.add_argument("--preview-every", dest="create_image_every", type=int, default=d.create_image_every,
@@ -189,6 +192,35 @@ def _relaunch(count: int) -> int:
     return subprocess.call(command, env={**os.environ, "SKIP_INSTALL": "1"})
 
 
+def command_line_roots(args) -> tuple[Path, ...] | None:
+    """The folders a run's paths must lie in, or None for none.
+
+    A path typed on one's own command line is the user's: ``--dataset``, ``--template`` and ``--log-dir`` go
+    wherever they point. ``--train-data-dir`` confines them on request. A run from ``--request-json`` carries
+    paths that arrived in a request (a host's Train tab or its API), so it is always confined: to its
+    ``--train-data-dir`` folders, or the project folder.
+    """
+    from ..confine import training_roots
+
+    if args.train_data_dir or args.request_json is not None:
+        return training_roots(args.train_data_dir)
+    return None
+
+
+def typed_paths(config, args) -> dict:
+    """The paths the user typed, made absolute from the working folder (an unconfined run); a log folder left
+    at its default stays in the project folder, as the UI's does."""
+    changes = {}
+    if config.data_root:
+        changes["data_root"] = str(Path(config.data_root).expanduser().absolute())
+    if args.request_json is None and args.log_directory:
+        changes["log_directory"] = str(Path(args.log_directory).expanduser().absolute())
+    template = Path(str(config.template_filename or "")).expanduser()
+    if len(template.parts) > 1 and not template.is_absolute():
+        changes["template_filename"] = str(template.absolute())
+    return changes
+
+
 def train(argv: list[str]) -> int:
     """Run ``--train-hypernetwork``: a progress bar (or lines) with loss and ETA, then where the files went."""
     count = parent_num_processes()
@@ -196,7 +228,6 @@ def train(argv: list[str]) -> int:
         return _relaunch(count)
     import torch
 
-    from ..confine import training_roots
     from ..errors import ModelError
     from ..library import HypernetworkLibrary
     from .config import TrainingConfig, TrainingError
@@ -222,6 +253,9 @@ def train(argv: list[str]) -> int:
         values["preview_from_txt2img"] = args.preview_prompt is not None
         values["preview_prompt"] = args.preview_prompt or ""
     config = TrainingConfig.from_request(values)
+    roots = command_line_roots(args)
+    if roots is None:  # the user's own paths: relative to where they typed them
+        config = dataclasses.replace(config, **typed_paths(config, args))
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 or "ACCELERATE_MIXED_PRECISION" in os.environ
     try:
         if distributed:
@@ -250,7 +284,7 @@ def train(argv: list[str]) -> int:
 
         result = train_module.train_hypernetwork(config, model, HypernetworkLibrary(args.hypernetwork_dir),
                                                  monitor=monitor, accelerator=accelerator, stop_event=stop,
-                                                 roots=training_roots(args.train_data_dir))
+                                                 roots=roots)
     except TrainingError as exc:
         reporter.stop()
         print(f"error: {exc}", file=sys.stderr)

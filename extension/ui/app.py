@@ -5,7 +5,7 @@ models folder, the model manager, the settings and the callbacks of every script
 the default checkpoint, builds the page with :func:`build_app` and runs uvicorn.
 
 The page: a checkpoint dropdown, the txt2img tab (its "Generation" sub-tab plus the sub-tabs scripts add,
-e.g. the hypernetwork cards), the tabs scripts add, and a Settings tab listing every setting scripts
+e.g. the hypernetwork cards), the img2img tab (the same, with a picture or an inpaint mask), the tabs scripts add, and a Settings tab listing every setting scripts
 registered. Every ``javascript/*.js`` file is injected into the page's ``<head>`` (name order) and
 ``style.css`` into its styles, as AUTOMATIC1111 does. Generation and checkpoint loads share one
 queue slot (``concurrency_id="gpu"``): one runs at a time, others wait and see their place.
@@ -22,8 +22,10 @@ from typing import Any, Callable
 import gradio as gr
 
 from .callbacks import SettingSpec
+from ..host_header import install_host_guard
 from .gate import file_roots, install_gate
 from .state import AppState, ServeOptions, build_state
+from .img2img import build_img2img_tab
 from .train import build_train_tab
 from .txt2img import PageUI, build_script_tab, build_txt2img_tab, messages_html
 
@@ -237,6 +239,8 @@ def build_blocks(ctx: AppState) -> tuple[gr.Blocks, PageUI]:
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
                 build_txt2img_tab(ctx, ui, info)
+            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
+                ui.extras["img2img"] = build_img2img_tab(ctx, ui, info)  # its own PageUI (ids img2img_...)
             for tab in ctx.callbacks.collect("ui_tabs", ctx):
                 build_script_tab(ctx, tab, None)
             with gr.Tab("Train", id="train", elem_id="tab_train"):
@@ -315,12 +319,17 @@ def build_app(state: AppState, configure: Callable[[Any, AppState], None] | None
     if configure is not None:
         configure(app, state)
     state.callbacks.call_each("app_started", state, app)
+    if options.api:
+        from ..api import add_missing_route_answer
+
+        add_missing_route_answer(app, state)  # after every route, before Gradio's catch-all mount
     auth = parse_auth(options.gradio_auth, options.gradio_auth_path) or None
     gr.mount_gradio_app(app, demo, path="/", auth=auth, head=head_html(options.javascript_dir),
-                        css=page_css(options.style_css), server_name="0.0.0.0" if options.listen else "127.0.0.1",
+                        css=page_css(options.style_css), server_name=options.bind_address,
                         server_port=options.port, footer_links=["api", "gradio", "settings"])
     # Gradio's auth leaves part of its routes open; the gate closes them and confines its file routes
     app.state.gate = install_gate(app, dict(auth or []), file_roots(options))
+    install_host_guard(app, options)  # outermost: a foreign Host name reaches no route (DNS rebinding)
     return app
 
 
@@ -360,13 +369,12 @@ def serve(options, configure: Callable[[Any, AppState], None] | None = None) -> 
     if options.nowebui:  # the API alone (AUTOMATIC1111's --nowebui); the page is not built
         from ..api import api_app
 
-        app = api_app(state)
-        if configure is not None:
-            configure(app, state)
+        app = api_app(state, configure)
     else:
         app = build_app(state, configure)
-    host = "0.0.0.0" if options.listen else "127.0.0.1"
-    print(f"Running on local URL:  http://{'127.0.0.1' if options.listen else host}:{options.port}", flush=True)
+    host = options.bind_address
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    print(f"Running on local URL:  http://{shown}:{options.port}", flush=True)
     uvicorn.run(app, host=host, port=options.port, log_level="warning")
 
 

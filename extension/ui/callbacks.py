@@ -132,6 +132,17 @@ class Script:
         """Generate in place of plain txt2img; return a :class:`extension.processing.Txt2ImgResult`."""
         raise NotImplementedError
 
+    def api_args(self, ctx) -> list[dict]:
+        """What ``script_args`` the API takes, in order (``/sdapi/v1/script-info``): AUTOMATIC1111's ``label``,
+        ``value``, ``minimum``, ``maximum``, ``step``, ``choices``. By default the names of :meth:`run`'s
+        values; a script whose components say more overrides it."""
+        import inspect
+
+        skip = {"self", "ctx", "request", "progress"}
+        return [{"label": name, "value": None if param.default is inspect.Parameter.empty else param.default}
+                for name, param in inspect.signature(self.run).parameters.items()
+                if name not in skip and param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD)]
+
 
 class Callbacks:
     """The registry a script's ``register(callbacks)`` fills. One per app; see the module docstring."""

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 TITLE = "Hypernetwork strength comparison"
 MAX_CELLS = 100
+DEFAULT_MULTIPLIERS = "0, 0.5, 1, 1.5"
 
 
 def save_grid(ctx, grid, infotext: str, seed: int) -> str:
@@ -58,7 +59,7 @@ class StrengthComparison(Script):
                                    info="none chosen: the hypernetworks tagged in the prompt",
                                    elem_id=self.elem_id("networks"), scale=3)
             refresh = gr.Button("↻", elem_id=self.elem_id("refresh"), scale=0, min_width=48, elem_classes=["tool"])
-        multipliers = gr.Textbox("0, 0.5, 1, 1.5", label="Multipliers (columns)",
+        multipliers = gr.Textbox(DEFAULT_MULTIPLIERS, label="Multipliers (columns)",
                                  info="comma-separated, or a range like 0-2 (+0.25) or 0-2 [5]",
                                  elem_id=self.elem_id("multipliers"))
 
@@ -69,6 +70,10 @@ class StrengthComparison(Script):
         refresh.click(refresh_names, [networks], [networks], api_visibility="private", queue=False)
         ui.extras["comparison_networks"] = (networks, refresh_names)
         return [networks, multipliers]
+
+    def api_args(self, ctx) -> list[dict]:
+        return [{"label": "Hypernetworks (rows)", "value": [], "choices": ctx.library.names()},
+                {"label": "Multipliers (columns)", "value": DEFAULT_MULTIPLIERS}]
 
     def run(self, ctx, request, names, multipliers_text, progress=None):
         prompt = getattr(request, "prompt", "")

@@ -4,7 +4,7 @@ Registers (see :mod:`extension.ui.callbacks`):
 
 - settings ``extra_networks_default_multiplier`` (the M a card click writes into ``<hypernet:NAME:M>``),
   ``sd_hypernetwork`` ("Add hypernetwork to prompt"), and the cards' default sort;
-- a "Hypernetworks" sub-tab of txt2img: a card per file (preview or placeholder, name, description,
+- a "Hypernetworks" sub-tab of txt2img and of img2img: a card per file (preview or placeholder, name, description,
   metadata line, a badge when its widths do not fit the loaded model, the error of a file that does not
   load), search by name/path/description/hash, sort by name/date/size, refresh, a metadata view of
   everything stored in a file and "replace preview" (the selected gallery image becomes ``NAME.preview.png``).
@@ -140,28 +140,31 @@ def replace_preview(ctx, name: str, result, index) -> str:
 
 
 def build_panel(ctx, ui) -> None:
+    """The cards panel of ``ui``'s tab: the txt2img tab's ids are ``hn_...``, another tab's ``<tab>_hn_...``."""
+    tabname = getattr(ui, "tabname", "txt2img")
+    hn = "hn" if tabname == "txt2img" else f"{tabname}_hn"
     order_field = ctx.settings.get(ORDER_FIELD, "Name")
     descending_default = ctx.settings.get(ORDER, "Ascending") == "Descending"
-    with gr.Row(elem_id="hn_controls"):
+    with gr.Row(elem_id=f"{hn}_controls"):
         search = gr.Textbox(placeholder="Search name, path, description, hash", show_label=False,
-                            elem_id="hn_search", scale=4, min_width=160, container=False)
+                            elem_id=f"{hn}_search", scale=4, min_width=160, container=False)
         sort = gr.Dropdown(list(SORT_KEYS), value=order_field if order_field in SORT_KEYS else "Name",
-                           show_label=False, elem_id="hn_sort", scale=1, min_width=120, container=False)
+                           show_label=False, elem_id=f"{hn}_sort", scale=1, min_width=120, container=False)
         direction = gr.Dropdown(["Ascending", "Descending"], value="Descending" if descending_default else "Ascending",
-                                show_label=False, elem_id="hn_direction", scale=1, min_width=120, container=False)
-        refresh = gr.Button("↻ Refresh", elem_id="hn_refresh", scale=0, min_width=100, size="sm")
-    cards = gr.HTML(render_cards(ctx, "", order_field, descending_default), elem_id="hn_cards", js_on_load=None)
+                                show_label=False, elem_id=f"{hn}_direction", scale=1, min_width=120, container=False)
+        refresh = gr.Button("↻ Refresh", elem_id=f"{hn}_refresh", scale=0, min_width=100, size="sm")
+    cards = gr.HTML(render_cards(ctx, "", order_field, descending_default), elem_id=f"{hn}_cards", js_on_load=None)
     # The bridge from javascript/hypernetworks.js: a card's ⓘ button writes {"action", "name"} here.
-    action = gr.Textbox(visible="hidden", elem_id="hn_action", show_label=False)
+    action = gr.Textbox(visible="hidden", elem_id=f"{hn}_action", show_label=False)
     selected_name = gr.State("")
-    with gr.Column(visible=False, elem_id="hn_details", variant="panel") as details:
-        detail_head = gr.HTML("", elem_id="hn_detail_head", js_on_load=None)
-        metadata = gr.JSON(label="Everything stored in the file", elem_id="hn_metadata", open=True)
+    with gr.Column(visible=False, elem_id=f"{hn}_details", variant="panel") as details:
+        detail_head = gr.HTML("", elem_id=f"{hn}_detail_head", js_on_load=None)
+        metadata = gr.JSON(label="Everything stored in the file", elem_id=f"{hn}_metadata", open=True)
         with gr.Row():
-            replace = gr.Button("Replace preview with the selected image", elem_id="hn_replace_preview",
+            replace = gr.Button("Replace preview with the selected image", elem_id=f"{hn}_replace_preview",
                                 size="sm")
-            close = gr.Button("Close", elem_id="hn_details_close", size="sm")
-        replace_status = gr.HTML("", elem_id="hn_replace_status", js_on_load=None)
+            close = gr.Button("Close", elem_id=f"{hn}_details_close", size="sm")
+        replace_status = gr.HTML("", elem_id=f"{hn}_replace_status", js_on_load=None)
 
     def rerender(query, sort_key, direction):
         return render_cards(ctx, query, sort_key, direction == "Descending")
@@ -179,7 +182,8 @@ def build_panel(ctx, ui) -> None:
         return render_cards(ctx, query, sort_key, direction == "Descending",
                             report="refreshed: " + ("; ".join(parts) if parts else "no changes"))
 
-    refresh.click(do_refresh, view, [cards], api_name="refresh_hypernetworks")
+    refresh.click(do_refresh, view, [cards], **({"api_name": "refresh_hypernetworks"} if tabname == "txt2img"
+                                                  else {"api_visibility": "private"}))
 
     def on_action(raw):
         try:
@@ -203,7 +207,8 @@ def build_panel(ctx, ui) -> None:
     replace.click(do_replace, [selected_name, ui.result, ui.selected, *view], [replace_status, cards],
                   api_visibility="private")
     ctx_panel = {"cards": cards, "view": view, "rerender": rerender}
-    ui.extras["hypernetworks"] = ctx_panel
+    ui.extras.setdefault("hypernetworks", ctx_panel)  # the txt2img tab's (built first)
+    ui.extras.setdefault("hypernetwork_panels", []).append(ctx_panel)  # every tab's (img2img shares extras)
 
 
 def extra_networks_tabs(ctx, ui):
@@ -211,10 +216,11 @@ def extra_networks_tabs(ctx, ui):
 
 
 def ui_loaded(ctx, ui, demo):
-    panel = ui.extras.get("hypernetworks")
-    if not panel:
-        return
+    for panel in ui.extras.get("hypernetwork_panels") or []:
+        wire_panel(ctx, ui, demo, panel)
 
+
+def wire_panel(ctx, ui, demo, panel) -> None:
     rerender = panel["rerender"]
 
     # Badges depend on the model, the click's multiplier on the settings, the list on the folder.

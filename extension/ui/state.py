@@ -30,6 +30,8 @@ class ServeOptions:
 
     listen: bool = False
     port: int | None = None  # None: 7860, or 7861 with nowebui (AUTOMATIC1111's ports)
+    server_name: str | None = None  # the bind address, and a Host name answered (extension/host_header.py)
+    allowed_hosts: str | None = None  # more Host names answered, comma-separated; "*": any
     gradio_auth: str | None = None
     gradio_auth_path: Path | None = None
     hypernetwork_dir: Path = paths.HYPERNETWORK_DIR
@@ -53,6 +55,10 @@ class ServeOptions:
     # The folders training may read (data_root) and write (log_directory): --train-data-dir, one or more;
     # None: the project folder. Relative training paths are relative to the first.
     train_data_dir: tuple[Path, ...] | None = None
+
+    @property
+    def bind_address(self) -> str:
+        return self.server_name or ("0.0.0.0" if self.listen else "127.0.0.1")
 
     def __post_init__(self):
         if self.port is None:
@@ -202,7 +208,8 @@ class AppState:
 
     def generate(self, request, progress: Callable[[int, int], None] | None = None, *, job_no: int | None = None,
                  hooks: bool = True, source: str = "", save: bool | None = None) -> Txt2ImgResult:
-        """One txt2img call through :mod:`extension.processing`, as a job on the device.
+        """One txt2img call through :mod:`extension.processing` (img2img through :mod:`extension.img2img` for an
+        :class:`~extension.img2img.Img2ImgRequest`), as a job on the device.
 
         It runs inside the job the calling thread already runs (a script making several generations for one
         press passes ``job_no``, the unit of that job this generation is), or else as a job of its own, so
@@ -219,8 +226,11 @@ class AppState:
             save: write the images under the output folder (None: as the ``samples_save`` setting says).
         """
         from .. import processing
+        from ..img2img import Img2ImgRequest, img2img
 
-        with self.jobs.job("txt2img", job_count=getattr(request, "n_iter", 1), source=source) as job:
+        # an Img2ImgRequest is img2img (inpainting with a mask); hooks see it as they see a txt2img request
+        run, name = (img2img, "img2img") if isinstance(request, Img2ImgRequest) else (processing.txt2img, "txt2img")
+        with self.jobs.job(name, job_count=getattr(request, "n_iter", 1), source=source) as job:
             if job_no is not None:
                 job.update(0, 0, job_no=job_no)
             model = self.current_model()
@@ -231,8 +241,8 @@ class AppState:
                 request = dataclasses.replace(request, pad_cond_uncond=bool(self.settings.get("pad_cond_uncond", False)))
             if save is None:
                 save = bool(self.settings.get("samples_save", True))
-            result = processing.txt2img(request, model, self.library, outdir=self.outdir if save else None,
-                                        progress=progress, job=job)
+            result = run(request, model, self.library, outdir=self.outdir if save else None, progress=progress,
+                         job=job)
             result.messages[:0] = messages
             if job.interrupted.is_set():
                 result.interrupted = True
