@@ -7,7 +7,10 @@ resume must continue from it.
 Each round starts ``launch.py --train-hypernetwork`` (demo model, 32x32 pictures, a save every 2 steps, a
 network with an extra 640-wide module pair so a save takes long enough to be caught) on the file the previous
 round left, then kills the whole process group: half the rounds at a random moment, half inside a save (the
-moment a temporary file of the round's second save appears in the models folder: the first save completed). After each kill the models-folder file must load, hold a
+moment the network file's temporary appears in the models folder after this run wrote a sidecar: a whole save,
+file and sidecar, lies before the kill). A save writes the file, then its sidecar; a kill that lands inside the
+sidecar's write leaves the new file with the old sidecar, which no longer matches it, so its optimizer state is
+dropped (a resume starts the optimizer afresh): each round records which write the kill cut short. After each kill the models-folder file must load, hold a
 step no lower than before, and have no half-written visible file beside it; the next round must start from
 that step. A last run trains to the target and must end there. :func:`run_rounds` is also what
 ``tests/test_crashes.py`` runs, with fewer rounds.
@@ -36,6 +39,7 @@ class Round:
     mode: str              # "random" or "mid-save"
     killed_after: float    # seconds after start
     caught_mid_save: bool  # a save's temporary file existed when the kill was sent
+    cut_short: str         # the write the kill left half done: "network", "sidecar" or "none"
     step_before: int
     step_after: int
     loads: bool
@@ -96,21 +100,24 @@ def one_round(number: int, mode: str, data: Path, models: Path, work: Path, rng:
                                stderr=subprocess.DEVNULL, start_new_session=True)
     start = time.monotonic()
     deadline = start + (rng.uniform(8.0, 30.0) if mode == "random" else 240.0)
-    caught, seen = False, set()
+    sidecar = models / f"{NAME}.safetensors.optim"
+    started = time.time()
+    caught = False
     while time.monotonic() < deadline and process.poll() is None:
         if mode == "mid-save":
-            temporary = temporaries(models) - stale
-            seen |= temporary
-            if temporary and len(seen) >= 3:  # the file and its sidecar saved once; now inside the next save
-                caught = True
+            writing_network = any(".optim." not in n for n in temporaries(models) - stale)
+            if writing_network and sidecar.exists() and sidecar.stat().st_mtime >= started:
+                caught = True  # a save (file, then sidecar) done in this run; now inside the next file's write
                 break
         time.sleep(0.002 if mode == "mid-save" else 0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     killed_after = time.monotonic() - start
+    left = temporaries(models) - stale
+    cut_short = "sidecar" if any(".optim." in n for n in left) else "network" if left else "none"
     step, loads, state, visible = state_of(models)
     shutil.rmtree(work / "logs", ignore_errors=True)  # the log copies are not what this checks; keep the disk free
-    return Round(number, mode, round(killed_after, 2), caught, before, step, loads, state, visible)
+    return Round(number, mode, round(killed_after, 2), caught, cut_short, before, step, loads, state, visible)
 
 
 def run_rounds(work: Path, rounds: int, seed: int = 0, final_steps: int | None = None) -> dict:
@@ -132,12 +139,14 @@ def summary(record: dict) -> str:
     rounds = record["rounds"]
     lines = ["## Training killed with SIGKILL (`bench/reliability_crashes.py`)", "",
              f"{len(rounds)} rounds, each resuming from what the previous one left; half killed at a random moment, "
-             "half inside a save (when the second save's temporary file appeared in the models folder).", "",
-             "| round | kill | after (s) | caught mid-save | step before | step after | loads | optimizer state "
-             "| half-written visible files |", "|---:|---|---:|---|---:|---:|---|---|---|"]
+             "half inside a save (when the network file's temporary appeared after a whole save, file and sidecar, of "
+             "the same run). A kill inside the sidecar's write leaves the new file with the old sidecar, whose state "
+             "is then dropped.", "",
+             "| round | kill | after (s) | caught mid-save | write cut short | step before | step after | loads "
+             "| optimizer state | half-written visible files |", "|---:|---|---:|---|---|---:|---:|---|---|---|"]
     for r in rounds:
         lines.append(f"| {r['number']} | {r['mode']} | {r['killed_after']} | {'yes' if r['caught_mid_save'] else 'no'} "
-                     f"| {r['step_before']} | {r['step_after']} | {'yes' if r['loads'] else 'NO'} | "
+                     f"| {r['cut_short']} | {r['step_before']} | {r['step_after']} | {'yes' if r['loads'] else 'NO'} | "
                      f"{'yes' if r['optimizer_state'] else 'no'} | {', '.join(r['visible_partial_files']) or 'none'} |")
     resume = record["resume"]
     held = all(r["loads"] and r["step_after"] >= r["step_before"] and not r["visible_partial_files"] for r in rounds)
