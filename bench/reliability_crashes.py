@@ -9,8 +9,9 @@ network with an extra 640-wide module pair so a save takes long enough to be cau
 round left, then kills the whole process group: half the rounds at a random moment, half inside a save (the
 moment the network file's temporary appears in the models folder after this run wrote a sidecar: a whole save,
 file and sidecar, lies before the kill). A save writes the file, then its sidecar; a kill that lands inside the
-sidecar's write leaves the new file with the old sidecar, which no longer matches it, so its optimizer state is
-dropped (a resume starts the optimizer afresh): each round records which write the kill cut short. After each kill the models-folder file must load, hold a
+sidecar's write (or just before it began) leaves the new file with the old sidecar, which no longer matches it,
+so its optimizer state is dropped (a resume starts the optimizer afresh): each round records which write the
+kill cut short. After each kill the models-folder file must load, hold a
 step no lower than before, and have no half-written visible file beside it; the next round must start from
 that step. A last run trains to the target and must end there. :func:`run_rounds` is also what
 ``tests/test_crashes.py`` runs, with fewer rounds.
@@ -140,8 +141,10 @@ def summary(record: dict) -> str:
     lines = ["## Training killed with SIGKILL (`bench/reliability_crashes.py`)", "",
              f"{len(rounds)} rounds, each resuming from what the previous one left; half killed at a random moment, "
              "half inside a save (when the network file's temporary appeared after a whole save, file and sidecar, of "
-             "the same run). A kill inside the sidecar's write leaves the new file with the old sidecar, whose state "
-             "is then dropped.", "",
+             "the same run). A save writes the file, then its sidecar: a kill after the file's rename and before the "
+             "new sidecar's (write cut short: sidecar, or none if it had not begun) leaves the new file with the old "
+             "sidecar, which does not match it, so its optimizer state is dropped and a resume starts the optimizer "
+             "afresh.", "",
              "| round | kill | after (s) | caught mid-save | write cut short | step before | step after | loads "
              "| optimizer state | half-written visible files |", "|---:|---|---:|---|---|---:|---:|---|---|---|"]
     for r in rounds:
