@@ -377,6 +377,7 @@ MAX_NOISE_MULTIPLIER = 10.0
 
 
 def decode_picture(text, field: str):
+    """``text`` (a request's base64 picture) opened, or a 422 naming ``field``."""
     from .image_input import BadImage, decode_image
 
     try:
@@ -656,13 +657,8 @@ def make_router(ctx, credentials: dict[str, str]) -> APIRouter:
         other text fields) and ``parameters`` (the infotext's fields, parsed as AUTOMATIC1111 parses them)."""
         from ..images import read_infotext
         from ..infotext import parse_infotext
-        from .image_input import BadImage, decode_image
 
-        try:
-            image = decode_image(body.image, "image")
-        except BadImage as exc:
-            raise ApiError(422, str(exc)) from None
-        info, items = read_infotext(image)
+        info, items = read_infotext(decode_picture(body.image, "image"))
         return {"info": info or "", "items": items, "parameters": parse_infotext(info or "")}
 
     @router.get("/loras", response_model=list[schemas.LoraItem], summary="LoRA networks (not supported: none)")
